@@ -1,1 +1,115 @@
-fn main() {}
+//! The `evshift` command: `serve` runs the proxy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use evshift_proxy::config::{Config, LogConfig, LogFormat};
+use evshift_proxy::server::{self, Shared};
+
+/// evshift: route and live-migrate the tenants of a PostgreSQL event store.
+#[derive(Parser)]
+#[command(name = "evshift", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Path of the TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Validate the configuration and exit: status 0 if valid, 2 if not.
+        #[arg(long)]
+        check_config: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            check_config,
+        } => serve(config, check_config),
+    }
+}
+
+fn serve(path: PathBuf, check_only: bool) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("evshift: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check_only {
+        println!("evshift: {} is valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("evshift: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("evshift: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+    }
+    let listener = server::bind(&config).await?;
+    tracing::info!(listen = %config.listen, stores = config.stores.len(), "evshift listening");
+    let shared = Arc::new(Shared::new(config)?);
+    tokio::select! {
+        result = server::serve(listener, shared) => result,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_logging(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

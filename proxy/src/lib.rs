@@ -1,0 +1,13 @@
+//! evshift's data plane: a PostgreSQL wire-protocol proxy in front of event stores.
+//!
+//! See `docs/architecture.md` for the map of modules and their boundaries.
+
+pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod config;
+pub mod connection;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod wire;

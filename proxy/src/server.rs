@@ -1,0 +1,93 @@
+//! The listener: accepts client connections and runs one session task per connection.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::auth::Authenticator;
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::session;
+use crate::store::Store;
+use crate::wire::messages::{sqlstate, ErrorFields};
+
+/// State shared by all sessions of one evshift process. Read-only after start-up except for
+/// the cancel registry, which is concurrent.
+pub struct Shared {
+    pub config: Config,
+    pub authenticator: Authenticator,
+    pub stores: Vec<Arc<Store>>,
+    pub default_store: Arc<Store>,
+    pub cancels: Arc<CancelRegistry>,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> anyhow::Result<Shared> {
+        let stores = config
+            .stores
+            .iter()
+            .map(|s| Store::from_config(s).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let default_store = stores
+            .iter()
+            .find(|s| s.is_default)
+            .cloned()
+            .context("no default store")?;
+        Ok(Shared {
+            authenticator: Authenticator::new(&config.auth),
+            stores,
+            default_store,
+            cancels: Arc::new(CancelRegistry::default()),
+            config,
+        })
+    }
+}
+
+/// Binds the configured listen address.
+pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+/// Accepts connections until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let slots = Arc::new(Semaphore::new(shared.config.limits.max_client_connections));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: keep serving the sessions we have.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tokio::spawn(refuse_too_many(stream));
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            metrics::gauge!("evshift_client_connections").increment(1.0);
+            session::run(shared, stream, peer).await;
+            metrics::gauge!("evshift_client_connections").decrement(1.0);
+            drop(permit);
+        });
+    }
+}
+
+async fn refuse_too_many(mut stream: TcpStream) {
+    let mut out = BytesMut::new();
+    ErrorFields::fatal(
+        sqlstate::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already",
+    )
+    .encode(&mut out);
+    let _ = stream.write_all(&out).await;
+}
