@@ -46,9 +46,62 @@ pub struct Config {
     /// The event stores evshift routes to; exactly one is the default.
     pub stores: Vec<StoreConfig>,
     #[serde(default)]
+    pub tenancy: TenancyConfig,
+    #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Which tables are tenant-scoped, and by which columns a statement on them names its tenant,
+/// its aggregate or its event.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TenancyConfig {
+    #[serde(default = "default_tenant_tables")]
+    pub tables: Vec<TenantTable>,
+}
+
+impl Default for TenancyConfig {
+    fn default() -> Self {
+        TenancyConfig {
+            tables: default_tenant_tables(),
+        }
+    }
+}
+
+/// One tenant-scoped table. A column left out means the table has no such key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantTable {
+    pub name: String,
+    #[serde(default)]
+    pub tenant_column: Option<String>,
+    #[serde(default)]
+    pub aggregate_column: Option<String>,
+    #[serde(default)]
+    pub event_column: Option<String>,
+}
+
+fn default_tenant_tables() -> Vec<TenantTable> {
+    let table = |name: &str, tenant: Option<&str>, aggregate: Option<&str>, event: Option<&str>| {
+        TenantTable {
+            name: name.to_string(),
+            tenant_column: tenant.map(str::to_string),
+            aggregate_column: aggregate.map(str::to_string),
+            event_column: event.map(str::to_string),
+        }
+    };
+    vec![
+        table(
+            "events",
+            Some("tenant_id"),
+            Some("aggregate_id"),
+            Some("event_id"),
+        ),
+        table("event_outbox", Some("tenant_id"), None, None),
+        table("snapshots", None, Some("aggregate_id"), None),
+    ]
 }
 
 /// How clients authenticate to evshift.
@@ -261,6 +314,17 @@ impl Config {
         if let Some(control) = &self.control {
             tokio_postgres::Config::from_str(&control.url)
                 .map_err(|e| format!("[control] invalid url: {e}"))?;
+        }
+        for table in &self.tenancy.tables {
+            if table.tenant_column.is_none()
+                && table.aggregate_column.is_none()
+                && table.event_column.is_none()
+            {
+                return Err(format!(
+                    "[[tenancy.tables]] {:?} names none of tenant_column, aggregate_column, event_column",
+                    table.name
+                ));
+            }
         }
         if self.limits.max_client_connections == 0 {
             return Err("[limits] max_client_connections must be at least 1".into());

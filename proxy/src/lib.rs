@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod classify;
 pub mod config;
 pub mod connection;
 pub mod server;
