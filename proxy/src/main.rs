@@ -80,7 +80,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let listener = server::bind(&config).await?;
     tracing::info!(listen = %config.listen, stores = config.stores.len(), "evshift listening");
-    let shared = Arc::new(Shared::new(config)?);
+    // Until the control store is wired in, every tenant lives on the default store.
+    let routing = evshift_control::routing::handle(Default::default());
+    let shared = Arc::new(Shared::new(config, routing)?);
     tokio::select! {
         result = server::serve(listener, shared) => result,
         _ = shutdown_signal() => {

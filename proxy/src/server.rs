@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::session;
 use crate::store::Store;
 use crate::wire::messages::{sqlstate, ErrorFields};
+use evshift_control::RoutingHandle;
 
 /// State shared by all sessions of one evshift process. Read-only after start-up except for
 /// the cancel registry, which is concurrent.
@@ -23,10 +24,12 @@ pub struct Shared {
     pub stores: Vec<Arc<Store>>,
     pub default_store: Arc<Store>,
     pub cancels: Arc<CancelRegistry>,
+    /// Where each tenant lives; swapped atomically by the control plane.
+    pub routing: RoutingHandle,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> anyhow::Result<Shared> {
+    pub fn new(config: Config, routing: RoutingHandle) -> anyhow::Result<Shared> {
         let stores = config
             .stores
             .iter()
@@ -43,6 +46,7 @@ impl Shared {
             stores,
             default_store,
             cancels: Arc::new(CancelRegistry::default()),
+            routing,
             config,
         })
     }
