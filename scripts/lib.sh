@@ -6,6 +6,7 @@
 # What it provides:
 #   log / warn / die            messages on stderr, prefixed with the script's name
 #   defer CMD [ARG...]          run CMD at exit (LIFO); the EXIT/INT/TERM trap is installed here
+#   on_exit_report FUNC         call FUNC STATUS after the deferred commands
 #   show_log_on_failure FILE    print the tail of FILE if the script exits non-zero
 #   ensure_postgres             find (or apt-get install) the PostgreSQL server; sets PG_BINDIR
 #   ensure_pgbouncer            find (or apt-get install) pgbouncer; sets PGBOUNCER_BIN
@@ -50,6 +51,7 @@ die() {
 
 _DEFERRED=()
 _FAILURE_LOGS=()
+_EXIT_REPORT=""
 
 # defer CMD [ARG...]: run at exit, last registered first.
 defer() {
@@ -60,6 +62,9 @@ defer() {
 
 # show_log_on_failure FILE: on a non-zero exit, print the last lines of FILE to help diagnose.
 show_log_on_failure() { _FAILURE_LOGS+=("$1"); }
+
+# on_exit_report FUNC: after cleanup, call FUNC with the script's exit status (its output shows).
+on_exit_report() { _EXIT_REPORT="$1"; }
 
 _run_cleanup() {
     local status=$?
@@ -78,6 +83,9 @@ _run_cleanup() {
     for ((i = ${#_DEFERRED[@]} - 1; i >= 0; i--)); do
         eval "${_DEFERRED[i]}" >/dev/null 2>&1
     done
+    if [[ -n "$_EXIT_REPORT" ]]; then
+        "$_EXIT_REPORT" "$status"
+    fi
     exit "$status"
 }
 trap _run_cleanup EXIT
