@@ -9,6 +9,7 @@ pub mod classify;
 pub mod config;
 pub mod connection;
 pub mod server;
+pub mod pending;
 pub mod session;
 pub mod store;
 pub mod wire;

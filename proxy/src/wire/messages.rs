@@ -1,7 +1,9 @@
 //! The messages evshift writes itself, encoded with pgwire, and the fields of errors it reads.
 
 use bytes::{BufMut, BytesMut};
-use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete};
+use pgwire::messages::response::{CommandComplete, ErrorResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
 };
@@ -128,6 +130,31 @@ pub fn ready_for_query(status: u8, out: &mut BytesMut) {
         _ => TransactionStatus::Idle,
     };
     encode_into(&ReadyForQuery::new(status), out);
+}
+
+pub fn command_complete(tag: &str, out: &mut BytesMut) {
+    encode_into(&CommandComplete::new(tag.into()), out);
+}
+
+pub fn parse_complete(out: &mut BytesMut) {
+    encode_into(&ParseComplete::new(), out);
+}
+
+pub fn bind_complete(out: &mut BytesMut) {
+    encode_into(&BindComplete::new(), out);
+}
+
+pub fn close_complete(out: &mut BytesMut) {
+    encode_into(&CloseComplete::new(), out);
+}
+
+pub fn no_data(out: &mut BytesMut) {
+    encode_into(&NoData::new(), out);
+}
+
+/// A ParameterDescription of a statement without parameters.
+pub fn no_parameters(out: &mut BytesMut) {
+    encode_into(&ParameterDescription::new(Vec::new()), out);
 }
 
 /// Tells a client asking for protocol 3.`minor` that evshift speaks 3.0, listing the

@@ -5,6 +5,7 @@
 //! cheap framing a relay needs so that forwarded bytes are never decoded or copied.
 
 pub mod frame;
+pub mod frontend;
 pub mod messages;
 pub mod scanner;
 pub mod startup;
