@@ -41,13 +41,13 @@ fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, Malformed> {
     std::str::from_utf8(bytes).map_err(|_| Malformed(what))
 }
 
-fn take_i16<'a>(buf: &mut &'a [u8], what: &'static str) -> Result<i16, Malformed> {
+fn take_i16(buf: &mut &[u8], what: &'static str) -> Result<i16, Malformed> {
     let (head, rest) = buf.split_first_chunk::<2>().ok_or(Malformed(what))?;
     *buf = rest;
     Ok(i16::from_be_bytes(*head))
 }
 
-fn take_i32<'a>(buf: &mut &'a [u8], what: &'static str) -> Result<i32, Malformed> {
+fn take_i32(buf: &mut &[u8], what: &'static str) -> Result<i32, Malformed> {
     let (head, rest) = buf.split_first_chunk::<4>().ok_or(Malformed(what))?;
     *buf = rest;
     Ok(i32::from_be_bytes(*head))
