@@ -11,6 +11,8 @@
 #   ensure_postgres             find (or apt-get install) the PostgreSQL server; sets PG_BINDIR
 #   ensure_pgbouncer            find (or apt-get install) pgbouncer; sets PGBOUNCER_BIN
 #   ensure_python_venv          create .venv with psycopg[binary]; sets EVSHIFT_PYTHON
+#   ensure_eventsource_venv     create .venv-eventsource (eventsource-py, needs Python >= 3.13);
+#                               sets EVSHIFT_EVENTSOURCE_PYTHON, or leaves it unset without one
 #   free_port                   print a free TCP port on 127.0.0.1
 #   start_pg NAME PORT          throwaway cluster (trust auth, fsync=off) on 127.0.0.1:PORT
 #   stop_pg NAME                stop it and delete its files (done at exit anyway)
@@ -227,6 +229,81 @@ ensure_python_venv() {
     printf '%s' "$want" >"$stamp"
     EVSHIFT_PYTHON="$venv/bin/python"
     export EVSHIFT_PYTHON
+}
+
+# _python_at_least_3_13 PYTHON: true if PYTHON runs and is Python 3.13 or newer (a pyenv shim of
+# a version that is not selected exists on PATH but fails to run).
+_python_at_least_3_13() {
+    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 13) else 1)' >/dev/null 2>&1
+}
+
+# _find_python_3_13: print the path of a Python >= 3.13 interpreter, or nothing. Looks at
+# $EVSHIFT_EVENTSOURCE_BASE_PYTHON, python3.13 (and newer, and python3) on PATH, then pyenv's
+# versions and shims (/root/.pyenv, $PYENV_ROOT, `pyenv root`).
+_find_python_3_13() {
+    local candidates=() candidate root
+    [[ -n "${EVSHIFT_EVENTSOURCE_BASE_PYTHON:-}" ]] \
+        && candidates+=("$EVSHIFT_EVENTSOURCE_BASE_PYTHON")
+    for candidate in python3.13 python3.14 python3.15 python3; do
+        candidate="$(command -v "$candidate" 2>/dev/null)" && candidates+=("$candidate")
+    done
+    local roots=(/root/.pyenv "${PYENV_ROOT:-}")
+    if command -v pyenv >/dev/null 2>&1; then
+        roots+=("$(pyenv root 2>/dev/null || true)")
+    fi
+    for root in "${roots[@]}"; do
+        [[ -n "$root" && -d "$root/versions" ]] || continue
+        mapfile -t -O "${#candidates[@]}" candidates < <(
+            printf '%s\n' "$root"/versions/3.1[3-9]*/bin/python3 | sort -V -r
+        )
+        candidates+=("$root/shims/python3.13")
+    done
+    for candidate in "${candidates[@]}"; do
+        [[ -x "$candidate" ]] || continue
+        if _python_at_least_3_13 "$candidate"; then
+            # The real interpreter, not a shim: the venv must not depend on pyenv's selection.
+            "$candidate" -c 'import sys; print(sys.executable)'
+            return 0
+        fi
+    done
+    return 1
+}
+
+# ensure_eventsource_venv: a virtualenv at $EVSHIFT_ROOT/.venv-eventsource with
+# tests/python/requirements-eventsource.txt (eventsource-py[postgresql], which needs Python
+# >= 3.13). Re-installs only when that list or the interpreter changes. Sets and exports
+# EVSHIFT_EVENTSOURCE_PYTHON; without a Python >= 3.13 it says so and leaves it unset (the tests
+# that need it then skip, or fail under CI).
+ensure_eventsource_venv() {
+    local venv="$EVSHIFT_ROOT/.venv-eventsource"
+    local req="$EVSHIFT_ROOT/tests/python/requirements-eventsource.txt"
+    local python want stamp="$venv/.evshift-requirements"
+    unset EVSHIFT_EVENTSOURCE_PYTHON
+    [[ -f "$req" ]] || die "missing $req"
+    if ! python="$(_find_python_3_13)"; then
+        warn "no Python >= 3.13 found (python3.13 on PATH, /root/.pyenv/versions/3.13*, pyenv):" \
+            "EVSHIFT_EVENTSOURCE_PYTHON stays unset and the eventsource-py tests cannot run" \
+            "(set EVSHIFT_EVENTSOURCE_BASE_PYTHON to a Python >= 3.13 to use one)"
+        return 0
+    fi
+    want="$python $(sha256sum "$req" | cut -d' ' -f1)"
+    if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
+        && "$venv/bin/python" -c 'import eventsource, asyncpg' >/dev/null 2>&1; then
+        EVSHIFT_EVENTSOURCE_PYTHON="$venv/bin/python"
+        export EVSHIFT_EVENTSOURCE_PYTHON
+        return 0
+    fi
+    if [[ -d "$venv" ]]; then
+        rm -rf "$venv"
+    fi
+    log "creating the Python virtualenv $venv ($("$python" --version 2>&1), $python)"
+    "$python" -m venv "$venv" >&2 || die "cannot create $venv with $python"
+    log "installing ${req#"$EVSHIFT_ROOT"/} into $venv (pip, from PyPI)"
+    "$venv/bin/python" -m pip --disable-pip-version-check --no-input -q install -r "$req" >&2 \
+        || die "pip install -r $req failed"
+    printf '%s' "$want" >"$stamp"
+    EVSHIFT_EVENTSOURCE_PYTHON="$venv/bin/python"
+    export EVSHIFT_EVENTSOURCE_PYTHON
 }
 
 # ---------------------------------------------------------------------------------------------
