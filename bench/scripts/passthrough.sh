@@ -16,7 +16,10 @@
 # sections are kept), unless --no-docs.
 #
 # Environment (defaults): BENCH_DURATION=10 (s per run), BENCH_REPEATS=3, BENCH_CLIENTS=16,
-# BENCH_THREADS=2, BENCH_MODES="prepared simple", BENCH_WARMUP=2 (s per target, not recorded).
+# BENCH_THREADS=2, BENCH_MODES="prepared simple", BENCH_WARMUP=2 (s per target, not recorded),
+# BENCH_MAX_OTHER_CPU=5 (percent), BENCH_RETRIES=5, BENCH_RETRY_PAUSE=20 (s): a run during which
+# processes outside the benchmark used more than BENCH_MAX_OTHER_CPU percent of the machine's CPU
+# is repeated (see measured_run).
 # Installs the PostgreSQL server packages and pgbouncer (apt-get) if they are missing.
 set -euo pipefail
 
@@ -43,16 +46,21 @@ CLIENTS="${BENCH_CLIENTS:-16}"
 THREADS="${BENCH_THREADS:-2}"
 MODES="${BENCH_MODES:-prepared simple}"
 WARMUP="${BENCH_WARMUP:-2}"
+MAX_OTHER_CPU="${BENCH_MAX_OTHER_CPU:-5}"
+RETRIES="${BENCH_RETRIES:-5}"
+RETRY_PAUSE="${BENCH_RETRY_PAUSE:-20}"
 for v in DURATION REPEATS CLIENTS THREADS; do
     if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
         echo "passthrough.sh: BENCH_$v must be a positive integer, not '${!v}'" >&2
         exit 2
     fi
 done
-[[ "$WARMUP" =~ ^[0-9]+$ ]] || {
-    echo "passthrough.sh: BENCH_WARMUP must be a whole number of seconds, not '$WARMUP'" >&2
-    exit 2
-}
+for v in WARMUP MAX_OTHER_CPU RETRIES RETRY_PAUSE; do
+    if ! [[ "${!v}" =~ ^[0-9]+$ ]]; then
+        echo "passthrough.sh: BENCH_$v must be a whole number, not '${!v}'" >&2
+        exit 2
+    fi
+done
 for m in $MODES; do
     case "$m" in simple | extended | prepared) ;; *)
         echo "passthrough.sh: BENCH_MODES: unknown pgbench mode '$m' (simple, extended, prepared)" >&2
@@ -77,6 +85,15 @@ END_MARK="<!-- END passthrough -->"
 declare -A PORT=()    # target -> port
 declare -A TPS=()     # workload/mode/target -> "v1 v2 ..."
 declare -A LATENCY=() # workload/mode/target -> "v1 v2 ..."
+declare -A OTHER=()   # workload/mode/target -> other processes' CPU share per run, percent
+EVSHIFT_PID=""
+PGBOUNCER_PID=""
+POSTMASTER_PID=""
+OTHER_CPU=0
+OTHER_RETRIES=0 # attempts repeated for the last run
+RETRIED=0       # runs that needed repeating
+TOTAL_RUNS=0
+OVER_LIMIT=0 # runs kept although still above the limit
 
 setup() {
     ensure_postgres
@@ -107,6 +124,7 @@ url = "postgres://postgres@$HOST:${PORT[direct]}/$DB"
 default = true
 EOF
     start_bg "$WORK/evshift.log" "$EVSHIFT_BIN" serve --config "$WORK/evshift.toml"
+    EVSHIFT_PID="$BG_PID"
     wait_for_pg "$HOST" "${PORT[evshift]}" 30 "$BG_PID"
     log "evshift listens on $HOST:${PORT[evshift]}"
 
@@ -136,7 +154,9 @@ EOF
     fi
     start_bg "$WORK/pgbouncer.out" "$PGBOUNCER_BIN" "${as_user[@]}" "$WORK/pgbouncer.ini"
     show_log_on_failure "$WORK/pgbouncer.log"
+    PGBOUNCER_PID="$BG_PID"
     wait_for_pg "$HOST" "${PORT[pgbouncer]}" 30 "$BG_PID"
+    POSTMASTER_PID="$(head -n 1 "$(pg_dir store)/data/postmaster.pid")"
     log "pgbouncer listens on $HOST:${PORT[pgbouncer]}"
 }
 
@@ -164,6 +184,77 @@ pgbench_run() {
     fi
 }
 
+# ---------------------------------------------------------------------------------------------
+# CPU accounting: the machine may be shared, and other processes' CPU use distorts the figures.
+# For each run, "other CPU" is the share of all CPU time that went to user and system time of
+# processes outside the benchmark (everything but pgbench, the store's server processes, evshift
+# and PgBouncer). A run above BENCH_MAX_OTHER_CPU percent is repeated after a pause, at most
+# BENCH_RETRIES times; the last attempt is kept either way and the share is reported.
+# ---------------------------------------------------------------------------------------------
+
+# _stat_fields PID: the fields of /proc/PID/stat after "(comm)", in F (F[0] is field 3, state).
+_stat_fields() {
+    local line
+    F=()
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    read -r -a F <<<"${line##*) }"
+}
+
+# ours_ticks: CPU ticks used so far by the benchmark's processes.
+ours_ticks() {
+    local total=0 stat pid
+    # This shell's reaped children: pgbench (and the odd sed).
+    _stat_fields $$ && total=$((total + F[13] + F[14]))
+    for pid in "$EVSHIFT_PID" "$PGBOUNCER_PID"; do
+        _stat_fields "$pid" && total=$((total + F[11] + F[12]))
+    done
+    # The postmaster, its reaped children (backends that ended) and its live children.
+    _stat_fields "$POSTMASTER_PID" && total=$((total + F[11] + F[12] + F[13] + F[14]))
+    for stat in /proc/[0-9]*/stat; do
+        pid="${stat#/proc/}"
+        pid="${pid%/stat}"
+        _stat_fields "$pid" || continue
+        if [[ "${F[1]}" == "$POSTMASTER_PID" ]]; then
+            total=$((total + F[11] + F[12] + F[13] + F[14]))
+        fi
+    done
+    printf '%s\n' "$total"
+}
+
+# cpu_ticks: "busy all" ticks of the whole machine (busy = user + nice + system).
+cpu_ticks() {
+    local _cpu user nice system idle iowait irq softirq steal rest
+    read -r _cpu user nice system idle iowait irq softirq steal rest </proc/stat
+    printf '%s %s\n' "$((user + nice + system))" \
+        "$((user + nice + system + idle + iowait + irq + softirq + steal))"
+}
+
+# measured_run TARGET MODE WORKLOAD SECONDS OUTFILE: pgbench_run, repeated while other processes
+# take too much CPU. Sets OTHER_CPU (percent, one decimal).
+measured_run() {
+    local attempt busy0 all0 busy1 all1 ours0 ours1
+    OTHER_RETRIES=0
+    for ((attempt = 0; attempt <= RETRIES; attempt++)); do
+        OTHER_RETRIES=$attempt
+        read -r busy0 all0 < <(cpu_ticks)
+        ours0="$(ours_ticks)"
+        pgbench_run "$@"
+        read -r busy1 all1 < <(cpu_ticks)
+        ours1="$(ours_ticks)"
+        OTHER_CPU="$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v a=$((all1 - all0)) \
+            'BEGIN { x = a > 0 ? 100 * (b - o) / a : 0; if (x < 0) x = 0; printf "%.1f", x }')"
+        if awk -v x="$OTHER_CPU" -v m="$MAX_OTHER_CPU" 'BEGIN { exit !(x <= m) }'; then
+            return 0
+        fi
+        if ((attempt < RETRIES)); then
+            log "other processes took ${OTHER_CPU}% of the CPU during that run (limit ${MAX_OTHER_CPU}%): repeating it in ${RETRY_PAUSE}s"
+            sleep "$RETRY_PAUSE"
+        fi
+    done
+    warn "kept a run during which other processes took ${OTHER_CPU}% of the CPU"
+    OVER_LIMIT=$((OVER_LIMIT + 1))
+}
+
 measure() {
     local round target mode workload out key tps lat i
     if ((WARMUP > 0)); then
@@ -182,7 +273,7 @@ measure() {
                 for ((i = 0; i < ${#TARGETS[@]}; i++)); do
                     target="${TARGETS[$(((i + round - 1) % ${#TARGETS[@]}))]}"
                     out="$WORK/$workload-$mode-$target-$round.out"
-                    pgbench_run "$target" "$mode" "$workload" "$DURATION" "$out"
+                    measured_run "$target" "$mode" "$workload" "$DURATION" "$out"
                     tps="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out")"
                     lat="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$out")"
                     [[ -n "$tps" && -n "$lat" ]] || {
@@ -192,7 +283,10 @@ measure() {
                     key="$workload/$mode/$target"
                     TPS[$key]="${TPS[$key]:-} $tps"
                     LATENCY[$key]="${LATENCY[$key]:-} $lat"
-                    log "round $round/$REPEATS  -M $mode  $workload  $target: $tps tps, $lat ms"
+                    OTHER[$key]="${OTHER[$key]:-} $OTHER_CPU"
+                    ((OTHER_RETRIES == 0)) || RETRIED=$((RETRIED + 1))
+                    TOTAL_RUNS=$((TOTAL_RUNS + 1))
+                    log "round $round/$REPEATS  -M $mode  $workload  $target: $tps tps, $lat ms (other processes: ${OTHER_CPU}% CPU)"
                 done
             done
         done
@@ -203,6 +297,17 @@ measure() {
 median() {
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
         if (NR % 2) printf "%s", v[(NR + 1) / 2]; else printf "%.6f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# runs_cell KEY: "7703 (0.4 %), 4689 (1.2 %), ..." for one configuration.
+runs_cell() {
+    local -a t o
+    local i out=""
+    read -r -a t <<<"${TPS[$1]}"
+    read -r -a o <<<"${OTHER[$1]}"
+    for ((i = 0; i < ${#t[@]}; i++)); do
+        out+="${out:+, }$(fmt_num "${t[i]}" 0) (${o[i]} %)"
+    done
+    printf '%s' "$out"
 }
 # fmt_num V DECIMALS
 fmt_num() { awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'; }
@@ -244,8 +349,7 @@ $CLIENTS clients, \`-j $THREADS\`, the targets interleaved.
 
 - Command: \`$COMMAND\`
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC'); evshift release build of commit $commit
-- Machine: \`nproc\` = $(nproc), \`free -g\` total = ${mem} GiB, \`uname -r\` = $(uname -r)${cpu:+, CPU: $cpu};
-  load average $LOAD_BEFORE before the run, $LOAD_AFTER after it
+- Machine: \`nproc\` = $(nproc), \`free -g\` total = ${mem} GiB, \`uname -r\` = $(uname -r)${cpu:+, CPU: $cpu}
 - Software: PostgreSQL $pg_version, fsync = off, throwaway cluster; pgbench of the same
   release; PgBouncer $pgb_version
 - All on one machine: pgbench, PostgreSQL and the proxy share the same $(nproc) cores, so a proxy's
@@ -291,7 +395,9 @@ EOF
     done
     cat <<EOF
 
-Every run (tps):
+Every run: tps, and in brackets the share of the machine's CPU that processes outside the
+benchmark used during the run (runs above ${MAX_OTHER_CPU} % were repeated after a pause, up to
+$RETRIES times; $RETRIED_NOTE):
 
 | workload | \`-M\` | direct | evshift | PgBouncer |
 |---|---|---|---|---|
@@ -299,10 +405,9 @@ EOF
     for workload in $WORKLOADS; do
         for mode in $MODES; do
             key="$workload/$mode"
-            # shellcheck disable=SC2086 # word splitting of the value lists is intended
-            printf '| %s | %s |%s |%s |%s |\n' "$workload" "$mode" \
-                "$(printf ' %.0f' ${TPS[$key/direct]})" "$(printf ' %.0f' ${TPS[$key/evshift]})" \
-                "$(printf ' %.0f' ${TPS[$key/pgbouncer]})"
+            printf '| %s | %s | %s | %s | %s |\n' "$workload" "$mode" \
+                "$(runs_cell "$key/direct")" "$(runs_cell "$key/evshift")" \
+                "$(runs_cell "$key/pgbouncer")"
         done
     done
 }
@@ -328,14 +433,10 @@ write_docs() {
     log "wrote the passthrough section of ${DOC#"$EVSHIFT_ROOT"/}"
 }
 
-# loadavg: the 1-minute load average (other processes on the machine disturb the figures).
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
-
 main() {
-    LOAD_BEFORE="$(loadavg)"
     setup
     measure
-    LOAD_AFTER="$(loadavg)"
+    RETRIED_NOTE="$RETRIED of the $TOTAL_RUNS runs were repeated, $OVER_LIMIT kept above the limit"
     report >"$WORK/section.md"
     printf '\n' >&2
     cat "$WORK/section.md"

@@ -140,6 +140,16 @@ pub struct UserConfig {
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     pub url: String,
+    /// Periodic reload of the routing table, a safety net behind the control store's change
+    /// notifications.
+    #[serde(default = "default_routing_refresh_ms")]
+    pub routing_refresh_ms: u64,
+}
+
+impl ControlConfig {
+    pub fn routing_refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.routing_refresh_ms)
+    }
 }
 
 /// One event store.
@@ -229,6 +239,9 @@ fn default_listen() -> SocketAddr {
 fn default_control_socket() -> PathBuf {
     PathBuf::from("/tmp/evshift.sock")
 }
+fn default_routing_refresh_ms() -> u64 {
+    5_000
+}
 fn default_max_client_connections() -> usize {
     10_000
 }
@@ -314,6 +327,9 @@ impl Config {
         if let Some(control) = &self.control {
             tokio_postgres::Config::from_str(&control.url)
                 .map_err(|e| format!("[control] invalid url: {e}"))?;
+            if control.routing_refresh_ms == 0 {
+                return Err("[control] routing_refresh_ms must be at least 1".into());
+            }
         }
         for table in &self.tenancy.tables {
             if table.tenant_column.is_none()
@@ -461,6 +477,17 @@ url = "postgres://postgres@127.0.0.1:5433/app"
             .contains("twice"));
         let scram_without_users = MINIMAL.replace("\"trust\"", "\"scram-sha-256\"");
         assert!(Config::from_toml(&scram_without_users).is_err());
+    }
+
+    #[test]
+    fn control_refresh_defaults_and_must_be_positive() {
+        let config = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(config.control.unwrap().routing_refresh_ms, 5_000);
+        let zero = MINIMAL.replace("[control]\n", "[control]\nrouting_refresh_ms = 0\n");
+        assert!(Config::from_toml(&zero)
+            .unwrap_err()
+            .to_string()
+            .contains("routing_refresh_ms"));
     }
 
     #[test]

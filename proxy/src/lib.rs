@@ -8,6 +8,8 @@ pub mod cancel;
 pub mod classify;
 pub mod config;
 pub mod connection;
+pub mod control_socket;
+pub mod ctl;
 pub mod server;
 pub mod pending;
 pub mod session;

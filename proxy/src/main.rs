@@ -1,11 +1,16 @@
-//! The `evshift` command: `serve` runs the proxy.
+//! The `evshift` command: `serve` runs the proxy, `ctl` talks to a running one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use evshift_proxy::config::{Config, LogConfig, LogFormat};
+use evshift_control::{ControlStore, ReconnectingControlStore, RoutingPublisher};
+use evshift_proxy::config::{Config, ControlConfig, LogConfig, LogFormat};
+use evshift_proxy::control_socket::api::{ControlApi, ControlPlane};
+use evshift_proxy::control_socket::ControlSocket;
+use evshift_proxy::ctl::{self, CtlArgs};
 use evshift_proxy::server::{self, Shared};
 
 /// evshift: route and live-migrate the tenants of a PostgreSQL event store.
@@ -27,6 +32,8 @@ enum Command {
         #[arg(long)]
         check_config: bool,
     },
+    /// Send a command to a running evshift through its control socket.
+    Ctl(CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +43,7 @@ fn main() -> ExitCode {
             config,
             check_config,
         } => serve(config, check_config),
+        Command::Ctl(args) => ctl::run(args),
     }
 }
 
@@ -78,18 +86,58 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .install()
             .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
     }
-    let listener = server::bind(&config).await?;
-    tracing::info!(listen = %config.listen, stores = config.stores.len(), "evshift listening");
-    // Until the control store is wired in, every tenant lives on the default store.
+    // Without a control store every tenant lives on the default store.
     let routing = evshift_control::routing::handle(Default::default());
+    let publisher = RoutingPublisher::new(Arc::clone(&routing));
+    let control = match &config.control {
+        Some(control) => Some(start_control_plane(control, &publisher).await?),
+        None => None,
+    };
+    // The control socket exists before the listener accepts: whoever sees evshift accept
+    // connections can also use `evshift ctl`.
+    let control_socket = ControlSocket::bind(&config.control_socket).await?;
+    let listener = server::bind(&config).await?;
+    tracing::info!(
+        listen = %config.listen,
+        control_socket = %control_socket.path().display(),
+        stores = config.stores.len(),
+        "evshift listening"
+    );
     let shared = Arc::new(Shared::new(config, routing)?);
+    let api = Arc::new(ControlApi::new(Arc::clone(&shared), control));
     tokio::select! {
         result = server::serve(listener, shared) => result,
+        () = control_socket.serve(api) => Ok(()),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
         }
     }
+}
+
+/// Connects to the control store, brings its schema up to date, loads the routing table and
+/// starts the refresher that keeps it current. An unreachable control store fails start-up:
+/// routing without the persisted routes would send tenants to the wrong store.
+async fn start_control_plane(
+    control: &ControlConfig,
+    publisher: &RoutingPublisher,
+) -> anyhow::Result<ControlPlane> {
+    let mut store = ControlStore::connect(&control.url).await?;
+    store.apply_schema().await?;
+    let routes = publisher
+        .reload(&store)
+        .await
+        .context("cannot load the routing table")?;
+    tracing::info!(control_store = %store.target(), routes, "routing table loaded");
+    evshift_control::spawn_routing_refresher_with(
+        control.url.clone(),
+        publisher.clone(),
+        control.routing_refresh_interval(),
+    );
+    Ok(ControlPlane {
+        store: ReconnectingControlStore::with_connection(control.url.clone(), store),
+        publisher: publisher.clone(),
+    })
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,201 @@
+//! `ControlApi`: what each control-socket command does, apart from the socket itself.
+//!
+//! The socket layer parses a line into a [`Request`] and writes back whatever `handle` returns,
+//! so a new command (migrate, status, pause, ...) is a `Request` variant and a method here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+use evshift_control::error::describe_pg_error;
+use evshift_control::{ControlError, ReconnectingControlStore, RoutingPublisher};
+
+use super::protocol::{Outcome, Request, RouteView, StoreStatus};
+use crate::server::Shared;
+use crate::store::Store;
+
+/// Bound on the reachability probe of `stores`: it answers "reachable now?", so a store that
+/// takes longer than this to accept and authenticate counts as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bound on asking one store whether a tenant has events, on top of the connect timeout.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The control store as the commands use it: a connection for writes, and the publisher that
+/// swaps the routing table this process routes by.
+pub struct ControlPlane {
+    pub store: ReconnectingControlStore,
+    pub publisher: RoutingPublisher,
+}
+
+/// The control socket's commands, over the process's shared state.
+pub struct ControlApi {
+    shared: Arc<Shared>,
+    /// `None` without a `[control]` section: commands that write routes refuse.
+    control: Option<ControlPlane>,
+}
+
+impl ControlApi {
+    /// `control`'s publisher must publish into `shared.routing`.
+    pub fn new(shared: Arc<Shared>, control: Option<ControlPlane>) -> ControlApi {
+        ControlApi { shared, control }
+    }
+
+    /// Runs one command.
+    pub async fn handle(&self, request: Request) -> Result<Outcome, ControlError> {
+        match request {
+            Request::Stores => Ok(Outcome::Stores(self.stores().await)),
+            Request::Routes { tenant: None } => Ok(Outcome::Routes(self.routes())),
+            Request::Routes {
+                tenant: Some(tenant),
+            } => Ok(Outcome::Route(self.route(tenant))),
+            Request::Assign { tenant, store } => {
+                self.assign(tenant, &store).await.map(Outcome::Route)
+            }
+        }
+    }
+
+    /// Every configured store, probed in parallel.
+    pub async fn stores(&self) -> Vec<StoreStatus> {
+        join_all(self.shared.stores.iter().map(probe)).await
+    }
+
+    /// Every route of this process's routing table, by tenant id.
+    pub fn routes(&self) -> Vec<RouteView> {
+        let table = self.shared.routing.load();
+        table
+            .routes()
+            .into_iter()
+            .map(RouteView::assigned)
+            .collect()
+    }
+
+    /// The route of `tenant`; without one, the default store (`assigned: false`).
+    pub fn route(&self, tenant: Uuid) -> RouteView {
+        let table = self.shared.routing.load();
+        match table.route(&tenant) {
+            Some(route) => RouteView::assigned(route),
+            None => RouteView::unassigned(tenant, &self.shared.default_store.id),
+        }
+    }
+
+    /// Places `tenant`, which must have no events in any store, on `store_id`, and returns
+    /// once this process routes by the new table.
+    pub async fn assign(&self, tenant: Uuid, store_id: &str) -> Result<RouteView, ControlError> {
+        let store = self.store(store_id)?;
+        let control = self.control.as_ref().ok_or(ControlError::NoControlStore)?;
+        // Connect first: with the control store down there is no point asking every store.
+        let connection = control.store.get().await?;
+        self.refuse_if_tenant_has_events(tenant).await?;
+        let route = connection.assign_tenant(tenant, &store.id).await?;
+        // Synchronously, so that a client connecting after the reply is routed by the new
+        // table; the refresher would get there too, a moment later.
+        control.publisher.reload(&connection).await?;
+        tracing::info!(tenant_id = %tenant, store = %store.id, "tenant assigned");
+        Ok(RouteView::assigned(&route))
+    }
+
+    /// The configured store `id`.
+    fn store(&self, id: &str) -> Result<&Arc<Store>, ControlError> {
+        self.shared
+            .stores
+            .iter()
+            .find(|s| &*s.id == id)
+            .ok_or_else(|| ControlError::StoreNotFound {
+                store: id.to_string(),
+                known: self
+                    .shared
+                    .stores
+                    .iter()
+                    .map(|s| s.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// `TenantHasEvents` if any store holds an event of `tenant`. Every store must answer: a
+    /// store that cannot is `StoreUnavailable`, never taken for "no events".
+    async fn refuse_if_tenant_has_events(&self, tenant: Uuid) -> Result<(), ControlError> {
+        let timeout = self.shared.config.limits.connect_timeout() + QUERY_TIMEOUT;
+        let answers = join_all(
+            self.shared
+                .stores
+                .iter()
+                .map(|store| has_events(store, tenant, timeout)),
+        )
+        .await;
+        for (store, answer) in self.shared.stores.iter().zip(answers) {
+            if answer? {
+                return Err(ControlError::TenantHasEvents {
+                    tenant,
+                    store: store.id.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A direct connection to `store` with its configured credentials (the same ones backend
+/// sessions use).
+async fn connect(store: &Store, timeout: Duration) -> Result<tokio_postgres::Client, ControlError> {
+    let endpoint = &store.endpoint;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&endpoint.host)
+        .port(endpoint.port)
+        .user(&endpoint.user)
+        .dbname(&endpoint.database)
+        .application_name("evshift-control-socket")
+        .connect_timeout(timeout);
+    if let Some(password) = &endpoint.password {
+        config.password(password);
+    }
+    let connected = tokio::time::timeout(timeout, config.connect(NoTls))
+        .await
+        .map_err(|_| {
+            ControlError::store_unavailable(&*store.id, format!("no answer within {timeout:?}"))
+        })?;
+    let (client, connection) = connected
+        .map_err(|e| ControlError::store_unavailable(&*store.id, describe_pg_error(&e)))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Whether `store` accepts a connection right now.
+async fn probe(store: &Arc<Store>) -> StoreStatus {
+    let error = connect(store, PROBE_TIMEOUT).await.err();
+    StoreStatus {
+        id: store.id.to_string(),
+        address: store.endpoint.address(),
+        database: store.endpoint.database.clone(),
+        default: store.is_default,
+        reachable: error.is_none(),
+        error: error.map(|e| match e {
+            ControlError::StoreUnavailable { cause, .. } => cause,
+            other => other.to_string(),
+        }),
+    }
+}
+
+/// Whether `store` holds any event of `tenant`.
+async fn has_events(store: &Store, tenant: Uuid, timeout: Duration) -> Result<bool, ControlError> {
+    let client = connect(store, timeout).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant];
+    let query = client.query_opt("SELECT 1 FROM events WHERE tenant_id = $1 LIMIT 1", &params);
+    let row = tokio::time::timeout(QUERY_TIMEOUT, query)
+        .await
+        .map_err(|_| {
+            ControlError::store_unavailable(
+                &*store.id,
+                format!("no answer to the events query within {QUERY_TIMEOUT:?}"),
+            )
+        })?
+        .map_err(|e| ControlError::store_unavailable(&*store.id, describe_pg_error(&e)))?;
+    Ok(row.is_some())
+}

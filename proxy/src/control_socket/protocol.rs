@@ -1,0 +1,271 @@
+//! The control socket's wire format: one JSON request per line, one JSON reply per line.
+//!
+//! A request is an object naming its `command`: `{"command":"routes","tenant":"..."}`. A reply
+//! is `{"ok": RESULT}` or `{"error":{"kind":"...","message":"..."}}`. The result types here are
+//! shared by the server and by `evshift ctl`, which decodes them to print tables.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use evshift_control::{ControlError, MigrationState, Route};
+
+/// One command, parsed and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `{"command":"stores"}`: the configured stores and whether each is reachable now.
+    Stores,
+    /// `{"command":"routes"}` or `{"command":"routes","tenant":UUID}`: this process's routes.
+    Routes { tenant: Option<Uuid> },
+    /// `{"command":"assign","tenant":UUID,"store":ID}`: place a tenant that has no events.
+    Assign { tenant: Uuid, store: String },
+}
+
+/// The JSON shape of a request, before its arguments are checked.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
+enum RawRequest {
+    // Braces, not a unit variant: serde ignores unknown fields of unit variants.
+    Stores {},
+    Routes {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
+    },
+    Assign {
+        tenant: String,
+        store: String,
+    },
+}
+
+impl Request {
+    /// Parses one request line (without its newline).
+    pub fn parse(line: &[u8]) -> Result<Request, ControlError> {
+        let text = std::str::from_utf8(line).map_err(|_| invalid("the line is not UTF-8"))?;
+        let value: Value = serde_json::from_str(text.trim())
+            .map_err(|e| invalid(format!("the line is not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(invalid(
+                "a request is a JSON object such as {\"command\":\"stores\"}",
+            ));
+        }
+        if !value.get("command").is_some_and(Value::is_string) {
+            return Err(invalid("the request has no \"command\" string"));
+        }
+        let raw: RawRequest = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        Ok(match raw {
+            RawRequest::Stores {} => Request::Stores,
+            RawRequest::Routes { tenant } => Request::Routes {
+                tenant: tenant.as_deref().map(parse_tenant).transpose()?,
+            },
+            RawRequest::Assign { tenant, store } => Request::Assign {
+                tenant: parse_tenant(&tenant)?,
+                store,
+            },
+        })
+    }
+
+    /// The request as one JSON line (without the newline), as `evshift ctl` sends it.
+    pub fn to_line(&self) -> String {
+        let raw = match self {
+            Request::Stores => RawRequest::Stores {},
+            Request::Routes { tenant } => RawRequest::Routes {
+                tenant: tenant.map(|t| t.to_string()),
+            },
+            Request::Assign { tenant, store } => RawRequest::Assign {
+                tenant: tenant.to_string(),
+                store: store.clone(),
+            },
+        };
+        // Strings only: encoding cannot fail. Were it to, the server would answer the empty
+        // line with InvalidRequestError.
+        serde_json::to_string(&raw).unwrap_or_default()
+    }
+}
+
+fn parse_tenant(text: &str) -> Result<Uuid, ControlError> {
+    Uuid::parse_str(text).map_err(|_| invalid(format!("invalid tenant id {text:?}: not a UUID")))
+}
+
+fn invalid(message: impl Into<String>) -> ControlError {
+    ControlError::InvalidRequest(message.into())
+}
+
+/// A successful command's result: the value of `"ok"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    Stores(Vec<StoreStatus>),
+    Routes(Vec<RouteView>),
+    Route(RouteView),
+}
+
+/// One configured store, as `stores` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub id: String,
+    /// `host:port`.
+    pub address: String,
+    pub database: String,
+    pub default: bool,
+    /// Whether a connection (TCP and authentication) succeeded just now.
+    pub reachable: bool,
+    /// Why it did not, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One tenant's route, as `routes` and `assign` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub tenant_id: Uuid,
+    /// The store holding the tenant (the source while a migration runs).
+    pub store: String,
+    /// False when the tenant has no route and lives on the default store.
+    pub assigned: bool,
+    pub migration_id: Option<i64>,
+    pub migration_state: Option<MigrationState>,
+    pub target_store: Option<String>,
+}
+
+impl RouteView {
+    /// The view of a route in the table.
+    pub fn assigned(route: &Route) -> RouteView {
+        let migration = route.migration.as_ref();
+        RouteView {
+            tenant_id: route.tenant_id,
+            store: route.store.clone(),
+            assigned: true,
+            migration_id: migration.map(|m| m.migration_id),
+            migration_state: migration.map(|m| m.state),
+            target_store: migration.map(|m| m.target_store.clone()),
+        }
+    }
+
+    /// A tenant without a route: it lives on `default_store`.
+    pub fn unassigned(tenant_id: Uuid, default_store: &str) -> RouteView {
+        RouteView {
+            tenant_id,
+            store: default_store.to_string(),
+            assigned: false,
+            migration_id: None,
+            migration_state: None,
+            target_store: None,
+        }
+    }
+}
+
+/// The `"error"` object of a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A public error-kind name such as `TenantHasEventsError`.
+    pub kind: String,
+    pub message: String,
+}
+
+/// A reply as `evshift ctl` decodes it; the result stays JSON until the caller knows which
+/// command it answers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum Reply {
+    #[serde(rename = "ok")]
+    Ok(Value),
+    #[serde(rename = "error")]
+    Error(ErrorBody),
+}
+
+/// The reply line (without the newline) for a command's result.
+pub fn reply_line(result: &Result<Outcome, ControlError>) -> String {
+    let envelope = match result {
+        Ok(outcome) => Envelope::Ok(outcome),
+        Err(error) => Envelope::Error(ErrorBody::from(error)),
+    };
+    serde_json::to_string(&envelope).unwrap_or_else(|e| {
+        let fallback = ControlError::Internal(format!("cannot encode the reply: {e}"));
+        serde_json::to_string(&Envelope::Error(ErrorBody::from(&fallback))).unwrap_or_default()
+    })
+}
+
+/// The reply as the server writes it.
+#[derive(Serialize)]
+enum Envelope<'a> {
+    #[serde(rename = "ok")]
+    Ok(&'a Outcome),
+    #[serde(rename = "error")]
+    Error(ErrorBody),
+}
+
+impl From<&ControlError> for ErrorBody {
+    fn from(error: &ControlError) -> ErrorBody {
+        ErrorBody {
+            kind: error.kind().to_string(),
+            message: error.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(line: &str) -> &'static str {
+        Request::parse(line.as_bytes()).unwrap_err().kind()
+    }
+
+    #[test]
+    fn parses_every_command() {
+        let tenant = Uuid::new_v4();
+        let requests = [
+            Request::Stores,
+            Request::Routes { tenant: None },
+            Request::Routes {
+                tenant: Some(tenant),
+            },
+            Request::Assign {
+                tenant,
+                store: "dedicated-1".into(),
+            },
+        ];
+        for request in requests {
+            assert_eq!(
+                Request::parse(request.to_line().as_bytes()).unwrap(),
+                request
+            );
+        }
+        let spaced = Request::parse(b"  {\"command\": \"routes\", \"tenant\": null}\r").unwrap();
+        assert_eq!(spaced, Request::Routes { tenant: None });
+    }
+
+    #[test]
+    fn refuses_malformed_requests() {
+        for line in [
+            "",
+            "nope",
+            "[1]",
+            "{}",
+            r#"{"command":5}"#,
+            r#"{"command":"frobnicate"}"#,
+            r#"{"command":"stores","extra":1}"#,
+            r#"{"command":"routes","tenant":"not-a-uuid"}"#,
+            r#"{"command":"assign","tenant":"7f8e2c4a-1111-4222-8333-444455556666"}"#,
+            r#"{"command":"stores"} trailing"#,
+        ] {
+            assert_eq!(kind_of(line), "InvalidRequestError", "{line}");
+        }
+        assert_eq!(
+            Request::parse(b"\xff\xfe").unwrap_err().kind(),
+            "InvalidRequestError"
+        );
+    }
+
+    #[test]
+    fn replies_are_ok_or_error_objects() {
+        let view = RouteView::unassigned(Uuid::nil(), "shared");
+        let line = reply_line(&Ok(Outcome::Route(view.clone())));
+        let Reply::Ok(value) = serde_json::from_str(&line).unwrap() else {
+            panic!("not ok: {line}");
+        };
+        assert_eq!(serde_json::from_value::<RouteView>(value).unwrap(), view);
+        let line = reply_line(&Err(ControlError::NoControlStore));
+        let reply: Reply = serde_json::from_str(&line).unwrap();
+        assert!(matches!(reply, Reply::Error(body) if body.kind == "NoControlStoreError"));
+    }
+}
