@@ -18,6 +18,7 @@
 #   stop_pg NAME                stop it and delete its files (done at exit anyway)
 #   pg_dir NAME / pg_port NAME  where a started cluster lives
 #   as_server_user CMD...       run CMD as `postgres` when we are root, else as ourselves
+#   run_fg CMD...               run CMD in the foreground, stopped at once if we are signalled
 #   start_bg LOGFILE CMD...     start CMD in the background, stopped at exit; sets BG_PID
 #   stop_pid PID                SIGTERM, then SIGKILL after 10 s
 #   wait_for_pg HOST PORT [SECS] [PID]  wait until a Postgres-protocol server accepts connections
@@ -54,6 +55,7 @@ die() {
 _DEFERRED=()
 _FAILURE_LOGS=()
 _EXIT_REPORT=""
+_FG_PID=""
 
 # defer CMD [ARG...]: run at exit, last registered first.
 defer() {
@@ -72,7 +74,11 @@ _run_cleanup() {
     local status=$?
     trap - EXIT INT TERM
     set +e
-    if ((status != 0)) && ((${#_FAILURE_LOGS[@]} > 0)); then
+    if [[ -n "$_FG_PID" ]]; then
+        stop_pid "$_FG_PID" >/dev/null 2>&1
+    fi
+    # Not after an interrupt (130, 143): the user asked to stop.
+    if ((status != 0 && status != 130 && status != 143)) && ((${#_FAILURE_LOGS[@]} > 0)); then
         local f
         for f in "${_FAILURE_LOGS[@]}"; do
             if [[ -s "$f" ]]; then
@@ -354,6 +360,18 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# run_fg CMD...: run CMD to completion, but so that a signal to this script stops CMD and cleans
+# up at once (bash runs a trap only after a foreground child ends; it interrupts `wait`).
+# CMD gets no stdin.
+run_fg() {
+    local status=0
+    "$@" </dev/null &
+    _FG_PID=$!
+    wait "$_FG_PID" || status=$?
+    _FG_PID=""
+    return "$status"
+}
+
 # start_bg LOGFILE CMD...: run CMD in the background with output to LOGFILE; it is stopped at
 # exit. Sets BG_PID.
 start_bg() {
@@ -455,11 +473,11 @@ build_evshift() {
     target_dir="${CARGO_TARGET_DIR:-$EVSHIFT_ROOT/target}"
     if [[ "$profile" == release ]]; then
         log "building evshift (cargo build --release -p evshift-proxy)"
-        (cd "$EVSHIFT_ROOT" && cargo build --release -p evshift-proxy) >&2 \
+        run_fg cargo build --manifest-path "$EVSHIFT_ROOT/Cargo.toml" --release -p evshift-proxy >&2 \
             || die "cargo build --release -p evshift-proxy failed"
     else
         log "building evshift (cargo build -p evshift-proxy)"
-        (cd "$EVSHIFT_ROOT" && cargo build -p evshift-proxy) >&2 \
+        run_fg cargo build --manifest-path "$EVSHIFT_ROOT/Cargo.toml" -p evshift-proxy >&2 \
             || die "cargo build -p evshift-proxy failed"
     fi
     EVSHIFT_BIN="$target_dir/$profile/evshift"

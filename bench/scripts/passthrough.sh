@@ -123,7 +123,7 @@ id = "store"
 url = "postgres://postgres@$HOST:${PORT[direct]}/$DB"
 default = true
 EOF
-    start_bg "$WORK/evshift.log" "$EVSHIFT_BIN" serve --config "$WORK/evshift.toml"
+    start_bg "$WORK/evshift.log" env NO_COLOR=1 "$EVSHIFT_BIN" serve --config "$WORK/evshift.toml"
     EVSHIFT_PID="$BG_PID"
     wait_for_pg "$HOST" "${PORT[evshift]}" 30 "$BG_PID"
     log "evshift listens on $HOST:${PORT[evshift]}"
@@ -172,7 +172,7 @@ database_for() {
 # pgbench_run TARGET MODE WORKLOAD SECONDS OUTFILE: run pgbench, fail on any error.
 pgbench_run() {
     local target="$1" mode="$2" workload="$3" secs="$4" out="$5"
-    if ! "$PG_BINDIR/pgbench" -n -h "$HOST" -p "${PORT[$target]}" -U postgres -M "$mode" \
+    if ! run_fg "$PG_BINDIR/pgbench" -n -h "$HOST" -p "${PORT[$target]}" -U postgres -M "$mode" \
         -c "$CLIENTS" -j "$THREADS" -T "$secs" -f "$EVSHIFT_ROOT/bench/pgbench/$workload.sql" \
         "$(database_for "$target" "$mode")" >"$out" 2>&1; then
         cat "$out" >&2
