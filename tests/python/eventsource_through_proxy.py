@@ -9,12 +9,14 @@ PROXY_URL is evshift (`postgresql+asyncpg://app@127.0.0.1:PORT/postgres`; a plai
 The eventsource schema must already be applied on both stores (the store runs with
 create_schema=False).
 
-For each tenant, through the proxy and only through the library's API: appends to new and
-existing aggregates with expected versions, optimistic-concurrency conflicts (detected by the
-version check and by the store's unique constraint), a duplicate event id, stream reads,
+For each tenant, through the proxy with the library's API: appends to new and existing
+aggregates with expected versions, optimistic-concurrency conflicts (detected by the version
+check, and by the store's unique constraint when a competing writer, a plain asyncpg connection
+through the proxy, takes the version first), a duplicate event id, stream reads,
 get_stream_version, event_exists, read_all filtered by tenant (whole and paged the way a
 catch-up subscription pages) and read_category. Then, directly on each store: every event of a
-tenant is on its own store and none is on the other.
+tenant is on its own store and none is on the other. Each tenant is first served by an engine of
+its own (so asyncpg prepares every statement for that tenant), then one engine reads both.
 
 With SHARED_URL equal to DEDICATED_URL (one plain server, no proxy in between) only the library
 round trip and the presence of the events are checked.
@@ -25,6 +27,7 @@ Prints "ok" and exits 0 on success; exits 1 with a message naming the failed che
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import traceback
 import uuid
@@ -560,17 +563,27 @@ async def run(proxy_url: str, shared_url: str, dedicated_url: str, shared_t, ded
             "note: one server for both stores: checking the library round trip only",
             file=sys.stderr,
         )
-    engine = create_async_engine(engine_url(proxy_url))
-    store = PostgreSQLEventStore(engine, REGISTRY, create_schema=False)
-    try:
-        for log in logs:
+    # One application per tenant first: a new engine, so every statement is prepared (asyncpg
+    # prepares each statement once per connection) and first executed for that tenant. Then one
+    # application for both, its prepared statements executed for either tenant in turn.
+    for log in logs:
+        async with event_store(proxy_url) as store:
             await write_tenant(store, driver_url(proxy_url), log)
-        for log in logs:
             await read_tenant(store, log)
-    finally:
-        await engine.dispose()
+    async with event_store(proxy_url) as store:
+        for log in logs + logs:
+            await read_tenant(store, log)
     for log in logs:
         await check_placement(log)
+
+
+@contextlib.asynccontextmanager
+async def event_store(proxy_url: str):
+    engine = create_async_engine(engine_url(proxy_url))
+    try:
+        yield PostgreSQLEventStore(engine, REGISTRY, create_schema=False)
+    finally:
+        await engine.dispose()
 
 
 def main(argv: list[str]) -> int:
