@@ -216,6 +216,19 @@ async def concurrent_append_conflict(
             competitor_event.occurred_at,
             competitor_event.model_dump_json(),
         )
+        if not competitor.is_in_transaction():
+            visible = [
+                name
+                for name, conn in direct.items()
+                if await conn.fetchval(
+                    "SELECT count(*) FROM events WHERE event_id = $1", competitor_event.event_id
+                )
+            ]
+            raise CheckFailed(
+                f"{what}: after BEGIN and a prepared INSERT, the competitor's connection is no"
+                " longer in a transaction (ReadyForQuery reported idle): its INSERT ran outside"
+                f" the transaction and is already committed on: {', '.join(visible) or 'none'}"
+            )
         append = asyncio.create_task(
             store.append(stream, [library_event], ExpectedVersion.any_())
         )
