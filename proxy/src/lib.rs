@@ -4,14 +4,18 @@
 
 pub mod auth;
 pub mod backend;
+pub mod backends;
 pub mod cancel;
 pub mod classify;
 pub mod config;
 pub mod connection;
 pub mod control_socket;
 pub mod ctl;
-pub mod server;
+pub mod directory;
 pub mod pending;
+pub mod relay;
+pub mod router;
+pub mod server;
 pub mod session;
 pub mod store;
 pub mod wire;

@@ -21,6 +21,8 @@ pub enum Swallow {
     BindComplete,
     /// The CloseComplete of an injected Close.
     CloseComplete,
+    /// The CommandComplete of an injected Execute.
+    CommandComplete,
     /// Everything up to and including the ReadyForQuery of an injected simple Query
     /// (BEGIN, replayed SETs). Errors and notices still reach the client.
     UntilReady,
@@ -45,6 +47,16 @@ pub struct BackendEntry {
     pub open: bool,
     pub saw_error: bool,
     pub effects: Vec<Effect>,
+    /// The transaction status the client must see in this unit's ReadyForQuery, when it is not
+    /// the store's: a unit run outside the client's deferred transaction reports 'I' on the
+    /// store while the client is in a transaction ('T').
+    pub status_override: Option<u8>,
+    /// ReadyForQuery messages answering Syncs evshift added at the end of this unit; they are
+    /// swallowed after everything the client is owed.
+    pub extra_readies: u32,
+    /// The unit executed a statement (a Bind or a Query), as opposed to only preparing or
+    /// describing: an open batch that executed must be finished on its store.
+    pub executed: bool,
 }
 
 impl BackendEntry {
@@ -57,11 +69,17 @@ impl BackendEntry {
             open: false,
             saw_error: false,
             effects: Vec::new(),
+            status_override: None,
+            extra_readies: 0,
+            executed: false,
         }
     }
 
     fn is_complete(&self) -> bool {
-        !self.open && self.readies_seen >= self.readies_expected && self.swallow.is_empty()
+        !self.open
+            && self.readies_seen >= self.readies_expected
+            && self.swallow.is_empty()
+            && self.extra_readies == 0
     }
 }
 
@@ -120,6 +138,13 @@ impl PendingQueue {
         }
     }
 
+    /// True when answers from `store` are still owed.
+    pub fn awaits(&self, store: usize) -> bool {
+        self.entries
+            .iter()
+            .any(|p| matches!(p, Pending::Backend(e) if e.store == store))
+    }
+
     /// The last entry, if it is a store's and still open (a batch sent at Flush).
     pub fn open_tail(&mut self) -> Option<&mut BackendEntry> {
         match self.entries.back_mut() {
@@ -166,7 +191,8 @@ impl PendingQueue {
             match (swallow, tag) {
                 (Swallow::ParseComplete, b'1')
                 | (Swallow::BindComplete, b'2')
-                | (Swallow::CloseComplete, b'3') => {
+                | (Swallow::CloseComplete, b'3')
+                | (Swallow::CommandComplete, b'C') => {
                     entry.swallow.pop_front();
                     return Ok(Delivered::Handled);
                 }
@@ -191,7 +217,18 @@ impl PendingQueue {
                 _ => return Err(desync("expected the answer to an injected message")),
             }
         }
-        out.extend_from_slice(&frame.bytes);
+        if tag == b'Z' && entry.extra_readies > 0 && entry.readies_seen >= entry.readies_expected {
+            entry.extra_readies -= 1;
+            let status = frame.bytes.get(5).copied().unwrap_or(b'I');
+            return Ok(self.complete_if_done(Some(status)));
+        }
+        match (tag, entry.status_override) {
+            (b'Z', Some(status)) if frame.bytes.len() == 6 => {
+                out.extend_from_slice(&frame.bytes[..5]);
+                out.extend_from_slice(&[status]);
+            }
+            _ => out.extend_from_slice(&frame.bytes),
+        }
         match tag {
             b'E' => entry.saw_error = true,
             b'Z' => {
@@ -311,9 +348,14 @@ mod tests {
         assert!(q.is_empty());
 
         // A failing injected Parse: the error reaches the client, the rest is skipped.
-        q.push(backend(0, 1, &[Swallow::ParseComplete, Swallow::ParseComplete]));
+        q.push(backend(
+            0,
+            1,
+            &[Swallow::ParseComplete, Swallow::ParseComplete],
+        ));
         let mut out = BytesMut::new();
-        q.deliver(frame(b'E', b"SERROR\0C42601\0\0"), &mut out).unwrap();
+        q.deliver(frame(b'E', b"SERROR\0C42601\0\0"), &mut out)
+            .unwrap();
         let done = q.deliver(frame(b'Z', b"I"), &mut out).unwrap();
         assert!(matches!(done, Delivered::Completed { .. }));
         assert_eq!(out[0], b'E');

@@ -10,7 +10,9 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Authenticator;
 use crate::cancel::CancelRegistry;
+use crate::classify::Classifier;
 use crate::config::Config;
+use crate::directory::AggregateDirectory;
 use crate::session;
 use crate::store::Store;
 use crate::wire::messages::{sqlstate, ErrorFields};
@@ -26,6 +28,8 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     /// Where each tenant lives; swapped atomically by the control plane.
     pub routing: RoutingHandle,
+    pub classifier: Classifier,
+    pub directory: AggregateDirectory,
 }
 
 impl Shared {
@@ -43,6 +47,12 @@ impl Shared {
             .context("no default store")?;
         Ok(Shared {
             authenticator: Authenticator::new(&config.auth),
+            classifier: Classifier::new(&config.tenancy, CLASSIFIER_CACHE_ENTRIES),
+            directory: AggregateDirectory::new(
+                &stores,
+                DIRECTORY_CACHE_ENTRIES,
+                config.limits.connect_timeout(),
+            ),
             stores,
             default_store,
             cancels: Arc::new(CancelRegistry::default()),
@@ -51,6 +61,23 @@ impl Shared {
         })
     }
 }
+
+impl Shared {
+    /// The index of store `id` in `stores`.
+    pub fn store_index(&self, id: &str) -> Option<usize> {
+        self.stores.iter().position(|s| &*s.id == id)
+    }
+
+    /// The index of the default store.
+    pub fn default_store_index(&self) -> usize {
+        self.stores.iter().position(|s| s.is_default).unwrap_or(0)
+    }
+}
+
+/// Distinct statement texts (literal-insensitive) whose classification is kept.
+const CLASSIFIER_CACHE_ENTRIES: usize = 10_000;
+/// Aggregates and events whose tenant is kept.
+const DIRECTORY_CACHE_ENTRIES: usize = 100_000;
 
 /// Binds the configured listen address.
 pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {

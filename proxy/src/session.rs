@@ -7,22 +7,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use uuid::Uuid;
 
-use crate::backend::{self, BackendSession};
-use crate::cancel::{CancelHandle, CancelTarget};
+use crate::backend;
+use crate::backends::Backends;
+use crate::cancel::CancelTarget;
 use crate::connection::{Connection, ReadError};
+use crate::relay::Relay;
+use crate::router::Router;
 use crate::server::Shared;
-use crate::wire::frame::{is_frontend_tag, Frame};
 use crate::wire::messages::{self, sqlstate, ErrorFields};
-use crate::wire::scanner::{MessageScanner, ScanEvent};
 use crate::wire::startup::{self, StartupPacket};
 use crate::wire::FrameError;
 
-/// Output buffered towards one peer beyond which evshift stops reading from the other peer:
-/// backpressure instead of unbounded memory.
-const HIGH_WATER: usize = 1024 * 1024;
+/// The startup option that names the session's tenant: `-c evshift.tenant_id=<uuid>`.
+const TENANT_OPTION: &str = "evshift.tenant_id";
 
 /// What the client asked for in its startup packet, once negotiation is over.
 struct StartupRequest {
@@ -65,24 +65,24 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let Established {
-        backend,
-        cancel,
-        user,
-    } = established;
-    tracing::debug!(%peer, %user, pid = cancel.pid, "client session established");
-    let relay = Relay::new(client, backend, shared.config.limits.max_message_bytes);
-    match relay.run(&shared).await {
+    let Established { router, user } = established;
+    tracing::debug!(%peer, %user, "client session established");
+    let (stream, unread) = client.into_parts();
+    let relay = Relay::new(
+        stream,
+        unread,
+        router,
+        shared.config.limits.max_message_bytes,
+    );
+    match relay.run().await {
         Ok(()) => tracing::debug!(%peer, %user, "client session ended"),
         Err(e) => tracing::info!(%peer, %user, error = %e, "client session ended with an error"),
     }
-    drop(cancel);
 }
 
-/// A client session that passed startup and authentication, with its backend session.
+/// A client session that passed startup and authentication, with its router.
 struct Established {
-    backend: BackendSession,
-    cancel: CancelHandle,
+    router: Router,
     user: String,
 }
 
@@ -116,7 +116,10 @@ async fn establish(
         .authenticate(client, &user, &mut out)
         .await?;
 
-    let store = Arc::clone(&shared.default_store);
+    let session_tenant = session_tenant_option(&request)?;
+    // The default store answers first: its ParameterStatus values describe the session.
+    let default_index = shared.default_store_index();
+    let store = Arc::clone(&shared.stores[default_index]);
     let backend = backend::connect(
         &store,
         &request.parameters,
@@ -147,11 +150,45 @@ async fn establish(
             format!("client went away: {e}"),
         )
     })?;
-    Ok(Some(Established {
-        backend,
+    let mut backends = Backends::new(shared.stores.clone());
+    backends.install(default_index, backend);
+    let router = Router::new(
+        Arc::clone(shared),
+        request.parameters,
+        backends,
         cancel,
-        user,
-    }))
+        default_index,
+        session_tenant,
+    );
+    Ok(Some(Established { router, user }))
+}
+
+/// The session tenant named by `-c evshift.tenant_id=<uuid>` in the startup `options`.
+fn session_tenant_option(request: &StartupRequest) -> Result<Option<Uuid>, ErrorFields> {
+    let Some(options) = request.get("options") else {
+        return Ok(None);
+    };
+    let mut tokens = options.split_whitespace();
+    while let Some(token) = tokens.next() {
+        let setting = match token {
+            "-c" => tokens.next().unwrap_or_default(),
+            t if t.starts_with("-c") => &t[2..],
+            t if t.starts_with("--") => &t[2..],
+            _ => continue,
+        };
+        if let Some(value) = setting
+            .strip_prefix(TENANT_OPTION)
+            .and_then(|v| v.strip_prefix('='))
+        {
+            return Uuid::parse_str(value).map(Some).map_err(|_| {
+                ErrorFields::fatal(
+                    "22P02",
+                    format!("invalid {TENANT_OPTION} {value:?}: not a uuid"),
+                )
+            });
+        }
+    }
+    Ok(None)
 }
 
 /// Reads startup packets until a StartupMessage or CancelRequest, refusing encryption
@@ -218,175 +255,4 @@ async fn send_fatal(client: &mut Connection, error: &ErrorFields) {
     let mut out = BytesMut::new();
     error.encode(&mut out);
     let _ = client.send(&mut out).await;
-}
-
-/// Why the relay stopped.
-#[derive(Debug, thiserror::Error)]
-enum RelayError {
-    #[error("client protocol violation: {0}")]
-    Client(FrameError),
-    #[error("lost the connection to store \"{store}\": {reason}")]
-    Backend { store: String, reason: String },
-    #[error("client connection error: {0}")]
-    ClientIo(std::io::Error),
-}
-
-/// The established session: client and backend streams with their buffers, moving messages
-/// both ways concurrently. Every read and write is a branch of one `select!`, so neither
-/// direction can block the other, and each output buffer is bounded by `HIGH_WATER`.
-struct Relay {
-    client: TcpStream,
-    backend: TcpStream,
-    client_in: BytesMut,
-    backend_in: BytesMut,
-    to_client: BytesMut,
-    to_backend: BytesMut,
-    scanner: MessageScanner,
-    message_limit: usize,
-    /// The transaction status of the last ReadyForQuery: b'I', b'T' or b'E'.
-    transaction_status: u8,
-}
-
-impl Relay {
-    fn new(client: Connection, backend: BackendSession, message_limit: usize) -> Relay {
-        let (client, client_in) = client.into_parts();
-        let (backend, backend_in) = backend.connection.into_parts();
-        Relay {
-            client,
-            backend,
-            client_in,
-            backend_in,
-            to_client: BytesMut::with_capacity(16 * 1024),
-            to_backend: BytesMut::with_capacity(16 * 1024),
-            scanner: MessageScanner::default(),
-            message_limit,
-            transaction_status: b'I',
-        }
-    }
-
-    async fn run(mut self, shared: &Shared) -> Result<(), RelayError> {
-        let store = shared.default_store.id.to_string();
-        let result = self.pump(&store).await;
-        match &result {
-            Err(RelayError::Client(e)) => {
-                let error = ErrorFields::fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string());
-                self.finish_with_error(&error).await;
-            }
-            Err(RelayError::Backend { .. }) => {
-                let error = ErrorFields::fatal(
-                    sqlstate::CONNECTION_FAILURE,
-                    result.as_ref().unwrap_err().to_string(),
-                );
-                self.finish_with_error(&error).await;
-            }
-            _ => {}
-        }
-        self.close_backend().await;
-        if self.transaction_status != b'I' {
-            tracing::debug!("client left inside a transaction; the store rolls it back");
-        }
-        result
-    }
-
-    /// Moves bytes until the client terminates (Ok) or something fails.
-    async fn pump(&mut self, store: &str) -> Result<(), RelayError> {
-        let backend_lost = |reason: String| RelayError::Backend {
-            store: store.to_string(),
-            reason,
-        };
-        // Frames already received with the startup packet.
-        if self.take_client_frames().map_err(RelayError::Client)? {
-            return Ok(());
-        }
-        loop {
-            let (mut client_rd, mut client_wr) = self.client.split();
-            let (mut backend_rd, mut backend_wr) = self.backend.split();
-            tokio::select! {
-                read = client_rd.read_buf(&mut self.client_in), if self.to_backend.len() < HIGH_WATER => {
-                    match read {
-                        Ok(0) => return Ok(()),
-                        Ok(_) => {
-                            if self.take_client_frames().map_err(RelayError::Client)? {
-                                return Ok(());
-                            }
-                        }
-                        Err(e) => return Err(RelayError::ClientIo(e)),
-                    }
-                }
-                read = backend_rd.read_buf(&mut self.backend_in), if self.to_client.len() < HIGH_WATER => {
-                    match read {
-                        Ok(0) => return Err(backend_lost("the store closed the connection".into())),
-                        Ok(_) => self.take_backend_bytes().map_err(|e| backend_lost(e.to_string()))?,
-                        Err(e) => return Err(backend_lost(e.to_string())),
-                    }
-                }
-                written = backend_wr.write_buf(&mut self.to_backend), if !self.to_backend.is_empty() => {
-                    if let Err(e) = written {
-                        return Err(backend_lost(e.to_string()));
-                    }
-                }
-                written = client_wr.write_buf(&mut self.to_client), if !self.to_client.is_empty() => {
-                    if let Err(e) = written {
-                        return Err(RelayError::ClientIo(e));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Moves every complete client message to the backend buffer. Returns true when the
-    /// client sent Terminate.
-    fn take_client_frames(&mut self) -> Result<bool, FrameError> {
-        let mut offset = 0;
-        let mut terminated = false;
-        while let Some(len) = Frame::check(&self.client_in[offset..], self.message_limit)? {
-            let tag = self.client_in[offset];
-            if !is_frontend_tag(tag) {
-                return Err(FrameError::UnknownFrontendTag(tag as char));
-            }
-            if tag == b'X' {
-                terminated = true;
-                break;
-            }
-            offset += len;
-        }
-        let ready = self.client_in.split_to(offset);
-        append(&mut self.to_backend, ready);
-        Ok(terminated)
-    }
-
-    /// Forwards everything the store sent, noting transaction status on the way.
-    fn take_backend_bytes(&mut self) -> Result<(), FrameError> {
-        let status = &mut self.transaction_status;
-        self.scanner.scan(&self.backend_in, |event| match event {
-            ScanEvent::ReadyForQuery(s) => *status = s,
-        })?;
-        let bytes = self.backend_in.split();
-        append(&mut self.to_client, bytes);
-        Ok(())
-    }
-
-    /// Sends what is pending for the client, then the error, best effort.
-    async fn finish_with_error(&mut self, error: &ErrorFields) {
-        error.encode(&mut self.to_client);
-        let _ = self.client.write_all(&self.to_client).await;
-        self.to_client.clear();
-    }
-
-    /// Ends the backend session; an open transaction is rolled back by the store.
-    async fn close_backend(&mut self) {
-        let mut out = BytesMut::new();
-        backend::terminate(&mut out);
-        let _ = self.backend.write_all(&out).await;
-        let _ = self.backend.shutdown().await;
-    }
-}
-
-/// Appends `bytes` to `out` without copying when `out` is empty.
-fn append(out: &mut BytesMut, bytes: BytesMut) {
-    if out.is_empty() {
-        *out = bytes;
-    } else {
-        out.extend_from_slice(&bytes);
-    }
 }

@@ -137,17 +137,22 @@ async fn unreachable_store_is_08006_naming_the_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_lost_mid_session_ends_that_session_with_an_error() {
+async fn a_store_lost_mid_session_fails_statements_until_it_is_back() {
     let setup = SingleStore::start().await;
     let addr = setup.proxy_addr();
     let (mut c, _) = RawClient::connect_ready(&addr, "app").await.unwrap();
     setup.store.stop_immediate().await.unwrap();
-    // The session ends with FATAL errors (the store's own 57P01 if it managed to send one,
-    // then evshift's 08006 naming the store) and a close; it never hangs.
-    let got = c.read_until_closed().await.unwrap();
-    let lost = got
-        .iter()
-        .find(|m| m.sqlstate().as_deref() == Some("08006"))
-        .unwrap_or_else(|| panic!("08006 expected, got {got:?}"));
-    assert!(lost.error_field(b'M').unwrap().contains("\"shared\""));
+    // The client session outlives its backend session: the statement routed to the lost
+    // store gets 08006 naming it, then ReadyForQuery; nothing hangs.
+    c.send(&raw::query(b"SELECT 1")).await.unwrap();
+    let got = c.read_until_ready().await.unwrap();
+    let error = first_error(&got).unwrap_or_else(|| panic!("an error expected, got {got:?}"));
+    assert_eq!(error.sqlstate().as_deref(), Some("08006"));
+    assert!(error.error_field(b'M').unwrap().contains("\"shared\""));
+    // The store comes back: the same client session reconnects to it on the next statement.
+    setup.store.start_again().await.unwrap();
+    c.send(&raw::query(b"SELECT 1")).await.unwrap();
+    let got = c.read_until_ready().await.unwrap();
+    assert!(first_error(&got).is_none(), "{got:?}");
+    assert!(got.iter().any(|m| m.tag == b'D'));
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod routed;
 
 use evshift_tests::{free_port, EvshiftConfig, EvshiftProcess, PgCluster};
 use tokio_postgres::{Client, NoTls};
