@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # bench/scripts/passthrough.sh: what evshift costs as a transparent single-store proxy.
 #
-#   bench/scripts/passthrough.sh [--no-docs]
+#   bench/scripts/passthrough.sh [--rev REV] [--no-docs]
+#
+# evshift is built from the working tree, or with --rev from that git revision alone (exported
+# with git archive, built in target/bench-rev), so the figures name exactly what they measured.
 #
 # In one run: a throwaway store with the eventsource schema and bench/pgbench/seed.sql, then
 # pgbench (bench/pgbench/append.sql and read_stream.sql, -M prepared and -M simple) against
@@ -17,17 +20,27 @@
 #
 # Environment (defaults): BENCH_DURATION=10 (s per run), BENCH_REPEATS=3, BENCH_CLIENTS=16,
 # BENCH_THREADS=2, BENCH_MODES="prepared simple", BENCH_WARMUP=2 (s per target, not recorded),
-# BENCH_MAX_OTHER_CPU=5 (percent), BENCH_RETRIES=5, BENCH_RETRY_PAUSE=20 (s): a run during which
-# processes outside the benchmark used more than BENCH_MAX_OTHER_CPU percent of the machine's CPU
-# is repeated (see measured_run).
+# BENCH_MAX_OTHER_CPU=5 (percent), BENCH_RETRIES=5, BENCH_QUIET_WAIT=300 (s): each run waits
+# (at most BENCH_QUIET_WAIT) until processes outside the benchmark use at most BENCH_MAX_OTHER_CPU
+# percent of the machine's CPU, and a run during which they used more is repeated, at most
+# BENCH_RETRIES times (see measured_run).
 # Installs the PostgreSQL server packages and pgbouncer (apt-get) if they are missing.
 set -euo pipefail
 
-usage() { echo "usage: bench/scripts/passthrough.sh [--no-docs]"; }
+usage() { echo "usage: bench/scripts/passthrough.sh [--rev REV] [--no-docs]"; }
 WRITE_DOCS=1
+REV=""
 while (($# > 0)); do
     case "$1" in
     --no-docs) WRITE_DOCS=0 ;;
+    --rev)
+        if [[ $# -lt 2 || -z "$2" ]]; then
+            echo "passthrough.sh: --rev needs a git revision ($(usage))" >&2
+            exit 2
+        fi
+        REV="$2"
+        shift
+        ;;
     -h | --help)
         usage
         exit 0
@@ -40,6 +53,11 @@ while (($# > 0)); do
     shift
 done
 
+if [[ -n "$REV" ]] && ! git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse -q --verify "$REV^{commit}" >/dev/null; then
+    echo "passthrough.sh: --rev $REV: not a commit of this repository" >&2
+    exit 2
+fi
+
 DURATION="${BENCH_DURATION:-10}"
 REPEATS="${BENCH_REPEATS:-3}"
 CLIENTS="${BENCH_CLIENTS:-16}"
@@ -48,14 +66,14 @@ MODES="${BENCH_MODES:-prepared simple}"
 WARMUP="${BENCH_WARMUP:-2}"
 MAX_OTHER_CPU="${BENCH_MAX_OTHER_CPU:-5}"
 RETRIES="${BENCH_RETRIES:-5}"
-RETRY_PAUSE="${BENCH_RETRY_PAUSE:-20}"
+QUIET_WAIT="${BENCH_QUIET_WAIT:-300}"
 for v in DURATION REPEATS CLIENTS THREADS; do
     if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
         echo "passthrough.sh: BENCH_$v must be a positive integer, not '${!v}'" >&2
         exit 2
     fi
 done
-for v in WARMUP MAX_OTHER_CPU RETRIES RETRY_PAUSE; do
+for v in WARMUP MAX_OTHER_CPU RETRIES QUIET_WAIT; do
     if ! [[ "${!v}" =~ ^[0-9]+$ ]]; then
         echo "passthrough.sh: BENCH_$v must be a whole number, not '${!v}'" >&2
         exit 2
@@ -73,7 +91,7 @@ done
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 
 COMMAND="BENCH_DURATION=$DURATION BENCH_REPEATS=$REPEATS BENCH_CLIENTS=$CLIENTS \
-BENCH_THREADS=$THREADS BENCH_MODES=\"$MODES\" bench/scripts/passthrough.sh"
+BENCH_THREADS=$THREADS BENCH_MODES=\"$MODES\" bench/scripts/passthrough.sh${REV:+ --rev $REV}"
 HOST=127.0.0.1
 DB=app
 WORKLOADS="append read_stream"
@@ -90,6 +108,7 @@ EVSHIFT_PID=""
 PGBOUNCER_PID=""
 POSTMASTER_PID=""
 OTHER_CPU=0
+BUILT_FROM=""
 OTHER_RETRIES=0 # attempts repeated for the last run
 RETRIED=0       # runs that needed repeating
 TOTAL_RUNS=0
@@ -98,9 +117,9 @@ OVER_LIMIT=0 # runs kept although still above the limit
 setup() {
     ensure_postgres
     ensure_pgbouncer
-    build_evshift release
     WORK="$(mktemp -d "${TMPDIR:-/tmp}/evshift-bench.XXXXXX")"
     defer rm -rf "$WORK"
+    build
     [[ "$(id -u)" -ne 0 ]] || chown "$SERVER_USER:" "$WORK"
 
     PORT[direct]="$(free_port)"
@@ -160,6 +179,29 @@ EOF
     log "pgbouncer listens on $HOST:${PORT[pgbouncer]}"
 }
 
+# build: EVSHIFT_BIN and BUILT_FROM (what the figures measure).
+build() {
+    local commit
+    if [[ -z "$REV" ]]; then
+        build_evshift release
+        commit="$(git -C "$EVSHIFT_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+        BUILT_FROM="the working tree at commit $commit"
+        if [[ -n "$(git -C "$EVSHIFT_ROOT" status --porcelain -- proxy control Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
+            BUILT_FROM="$BUILT_FROM plus uncommitted changes to the proxy"
+        fi
+        return 0
+    fi
+    commit="$(git -C "$EVSHIFT_ROOT" rev-parse --short "$REV^{commit}")"
+    log "building evshift from commit $commit alone (git archive; cargo build --release -p evshift-proxy)"
+    mkdir "$WORK/src"
+    git -C "$EVSHIFT_ROOT" archive "$commit" | tar -x -C "$WORK/src"
+    CARGO_TARGET_DIR="$EVSHIFT_ROOT/target/bench-rev" run_fg cargo build --release \
+        --manifest-path "$WORK/src/Cargo.toml" -p evshift-proxy >&2 \
+        || die "cannot build evshift from commit $commit"
+    EVSHIFT_BIN="$EVSHIFT_ROOT/target/bench-rev/release/evshift"
+    BUILT_FROM="commit $commit (built alone: git archive)"
+}
+
 # database_for TARGET MODE: PgBouncer's transaction pooling cannot serve -M prepared (1.18).
 database_for() {
     if [[ "$1" == pgbouncer && "$2" == prepared ]]; then
@@ -188,8 +230,9 @@ pgbench_run() {
 # CPU accounting: the machine may be shared, and other processes' CPU use distorts the figures.
 # For each run, "other CPU" is the share of all CPU time that went to user and system time of
 # processes outside the benchmark (everything but pgbench, the store's server processes, evshift
-# and PgBouncer). A run above BENCH_MAX_OTHER_CPU percent is repeated after a pause, at most
-# BENCH_RETRIES times; the last attempt is kept either way and the share is reported.
+# and PgBouncer). Each run starts when the machine is quiet; a run above BENCH_MAX_OTHER_CPU
+# percent is repeated, at most BENCH_RETRIES times; the last attempt is kept either way and the
+# share is reported.
 # ---------------------------------------------------------------------------------------------
 
 # _stat_fields PID: the fields of /proc/PID/stat after "(comm)", in F (F[0] is field 3, state).
@@ -229,26 +272,55 @@ cpu_ticks() {
         "$((user + nice + system + idle + iowait + irq + softirq + steal))"
 }
 
-# measured_run TARGET MODE WORKLOAD SECONDS OUTFILE: pgbench_run, repeated while other processes
-# take too much CPU. Sets OTHER_CPU (percent, one decimal).
+# other_share BUSY0 ALL0 OURS0 BUSY1 ALL1 OURS1: percent of all CPU time used by other processes.
+other_share() {
+    awk -v b=$(($4 - $1)) -v a=$(($5 - $2)) -v o=$(($6 - $3)) \
+        'BEGIN { x = a > 0 ? 100 * (b - o) / a : 0; if (x < 0) x = 0; printf "%.1f", x }'
+}
+
+# within_limit PERCENT
+within_limit() { awk -v x="$1" -v m="$MAX_OTHER_CPU" 'BEGIN { exit !(x <= m) }'; }
+
+# wait_for_quiet: until other processes use at most BENCH_MAX_OTHER_CPU percent of the CPU over
+# 2 s, for at most BENCH_QUIET_WAIT seconds.
+wait_for_quiet() {
+    local waited=0 busy0 all0 ours0 busy1 all1 ours1 share
+    while ((waited < QUIET_WAIT)); do
+        read -r busy0 all0 < <(cpu_ticks)
+        ours0="$(ours_ticks)"
+        sleep 2
+        read -r busy1 all1 < <(cpu_ticks)
+        ours1="$(ours_ticks)"
+        share="$(other_share "$busy0" "$all0" "$ours0" "$busy1" "$all1" "$ours1")"
+        if within_limit "$share"; then
+            ((waited == 0)) || log "the machine is quiet again after ${waited}s"
+            return 0
+        fi
+        ((waited > 0)) || log "other processes use ${share}% of the CPU: waiting for quiet (at most ${QUIET_WAIT}s)"
+        waited=$((waited + 2))
+    done
+    warn "other processes still use ${share}% of the CPU after ${QUIET_WAIT}s: measuring anyway"
+}
+
+# measured_run TARGET MODE WORKLOAD SECONDS OUTFILE: pgbench_run when the machine is quiet,
+# repeated while other processes take too much CPU during the run. Sets OTHER_CPU (percent).
 measured_run() {
     local attempt busy0 all0 busy1 all1 ours0 ours1
     OTHER_RETRIES=0
     for ((attempt = 0; attempt <= RETRIES; attempt++)); do
         OTHER_RETRIES=$attempt
+        wait_for_quiet
         read -r busy0 all0 < <(cpu_ticks)
         ours0="$(ours_ticks)"
         pgbench_run "$@"
         read -r busy1 all1 < <(cpu_ticks)
         ours1="$(ours_ticks)"
-        OTHER_CPU="$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v a=$((all1 - all0)) \
-            'BEGIN { x = a > 0 ? 100 * (b - o) / a : 0; if (x < 0) x = 0; printf "%.1f", x }')"
-        if awk -v x="$OTHER_CPU" -v m="$MAX_OTHER_CPU" 'BEGIN { exit !(x <= m) }'; then
+        OTHER_CPU="$(other_share "$busy0" "$all0" "$ours0" "$busy1" "$all1" "$ours1")"
+        if within_limit "$OTHER_CPU"; then
             return 0
         fi
         if ((attempt < RETRIES)); then
-            log "other processes took ${OTHER_CPU}% of the CPU during that run (limit ${MAX_OTHER_CPU}%): repeating it in ${RETRY_PAUSE}s"
-            sleep "$RETRY_PAUSE"
+            log "other processes took ${OTHER_CPU}% of the CPU during that run (limit ${MAX_OTHER_CPU}%): repeating it"
         fi
     done
     warn "kept a run during which other processes took ${OTHER_CPU}% of the CPU"
@@ -328,15 +400,11 @@ report() {
             done
         done
     done
-    local cpu mem pg_version pgb_version commit
+    local cpu mem pg_version pgb_version
     cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
     mem="$(free -g | awk '/^Mem:/ { print $2 }')"
     pg_version="$("$PG_BINDIR/postgres" --version | sed 's/^postgres (PostgreSQL) //')"
     pgb_version="$("$PGBOUNCER_BIN" --version | head -n 1 | sed 's/^PgBouncer //')"
-    commit="$(git -C "$EVSHIFT_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    if [[ -n "$(git -C "$EVSHIFT_ROOT" status --porcelain -- proxy control Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
-        commit="$commit plus uncommitted changes to the proxy"
-    fi
 
     cat <<EOF
 ## Passthrough (single store)
@@ -348,7 +416,7 @@ directly, through evshift, and through PgBouncer. Figures are medians of $REPEAT
 $CLIENTS clients, \`-j $THREADS\`, the targets interleaved.
 
 - Command: \`$COMMAND\`
-- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); evshift release build of commit $commit
+- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); evshift: release build of $BUILT_FROM
 - Machine: \`nproc\` = $(nproc), \`free -g\` total = ${mem} GiB, \`uname -r\` = $(uname -r)${cpu:+, CPU: $cpu}
 - Software: PostgreSQL $pg_version, fsync = off, throwaway cluster; pgbench of the same
   release; PgBouncer $pgb_version
@@ -396,8 +464,8 @@ EOF
     cat <<EOF
 
 Every run: tps, and in brackets the share of the machine's CPU that processes outside the
-benchmark used during the run (runs above ${MAX_OTHER_CPU} % were repeated after a pause, up to
-$RETRIES times; $RETRIED_NOTE):
+benchmark used during the run (each run waited for a quiet machine; runs above ${MAX_OTHER_CPU} %
+were repeated, up to $RETRIES times; $RETRIED_NOTE):
 
 | workload | \`-M\` | direct | evshift | PgBouncer |
 |---|---|---|---|---|
