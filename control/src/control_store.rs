@@ -221,7 +221,7 @@ impl ControlStore {
 }
 
 /// The URL parsed, with evshift's defaults for what it leaves out.
-fn connection_config(url: &str) -> Result<tokio_postgres::Config, ControlError> {
+pub(crate) fn connection_config(url: &str) -> Result<tokio_postgres::Config, ControlError> {
     let mut config =
         tokio_postgres::Config::from_str(url).map_err(|e| ControlError::ControlStore {
             context: "invalid [control] url".into(),
@@ -238,7 +238,7 @@ fn connection_config(url: &str) -> Result<tokio_postgres::Config, ControlError> 
 }
 
 /// `host:port/database` without credentials.
-fn describe_target(config: &tokio_postgres::Config) -> String {
+pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(host)) => host.clone(),

@@ -51,6 +51,28 @@ pub enum ControlError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 
+    /// No migration matches the id or tenant given.
+    #[error("no migration {0}")]
+    MigrationNotFound(String),
+
+    /// The migration's state does not allow the requested step (see `transitions`).
+    #[error("migration {migration_id} cannot {action} in state {state}{detail}")]
+    InvalidStateTransition {
+        migration_id: i64,
+        state: MigrationState,
+        action: String,
+        /// Empty, or `": why"`.
+        detail: String,
+    },
+
+    /// A tenant cannot be migrated to the store it is on.
+    #[error("tenant {tenant} is already on store {store:?}")]
+    SameStore { tenant: Uuid, store: String },
+
+    /// A store's event-store schema is not the one evshift copies (columns or types differ).
+    #[error("store {store:?} has an events schema evshift cannot copy: {detail}")]
+    SchemaMismatch { store: String, detail: String },
+
     /// A bug in evshift: something that cannot happen did.
     #[error("internal error: {0}")]
     Internal(String),
@@ -69,6 +91,10 @@ impl ControlError {
             ControlError::StoreUnavailable { .. } => "StoreUnavailableError",
             ControlError::NoControlStore => "NoControlStoreError",
             ControlError::InvalidRequest(_) => "InvalidRequestError",
+            ControlError::MigrationNotFound(_) => "MigrationNotFoundError",
+            ControlError::InvalidStateTransition { .. } => "InvalidStateTransitionError",
+            ControlError::SameStore { .. } => "SameStoreError",
+            ControlError::SchemaMismatch { .. } => "SchemaMismatchError",
             ControlError::Internal(_) => "InternalError",
         }
     }
@@ -105,7 +131,7 @@ impl ControlError {
 /// Whether a tokio-postgres error means "the server is not there" rather than "the server said
 /// no": no database error at all (I/O, closed, timeout), or SQLSTATE class 08 (connection
 /// exception) or 57P0x (shutdown, crash, cannot connect now).
-fn is_unavailable(error: &tokio_postgres::Error) -> bool {
+pub fn is_unavailable(error: &tokio_postgres::Error) -> bool {
     match error.as_db_error() {
         None => true,
         Some(db) => {
@@ -176,6 +202,21 @@ mod tests {
             ControlError::store_unavailable("shared", "down"),
             ControlError::NoControlStore,
             ControlError::InvalidRequest("x".into()),
+            ControlError::MigrationNotFound("7".into()),
+            ControlError::InvalidStateTransition {
+                migration_id: 7,
+                state: MigrationState::RolledBack,
+                action: "pause".into(),
+                detail: String::new(),
+            },
+            ControlError::SameStore {
+                tenant,
+                store: "shared".into(),
+            },
+            ControlError::SchemaMismatch {
+                store: "x".into(),
+                detail: "payload is json".into(),
+            },
             ControlError::Internal("x".into()),
         ];
         for error in all {

@@ -14,10 +14,22 @@ pub struct SchemaFile {
 }
 
 /// The control-store files, in the order they apply. New files are appended (0003, 0004, ...).
-pub const CONTROL_SCHEMA: &[SchemaFile] = &[SchemaFile {
-    name: "0002_control_store.sql",
-    sql: include_str!("../../migrations/0002_control_store.sql"),
-}];
+pub const CONTROL_SCHEMA: &[SchemaFile] = &[
+    SchemaFile {
+        name: "0002_control_store.sql",
+        sql: include_str!("../../migrations/0002_control_store.sql"),
+    },
+    SchemaFile {
+        name: "0003_migrations.sql",
+        sql: include_str!("../../migrations/0003_migrations.sql"),
+    },
+];
+
+/// The event-store schema (`0001`), which the copier creates on a target store that has none.
+pub const EVENT_STORE_SCHEMA: SchemaFile = SchemaFile {
+    name: "0001_eventsource_schema.sql",
+    sql: include_str!("../../migrations/0001_eventsource_schema.sql"),
+};
 
 /// The key of the transaction-scoped advisory lock held while the schema is applied ("evsh" in
 /// ASCII), so that evshift instances starting at once apply it one after the other: concurrent
@@ -37,5 +49,15 @@ mod tests {
         let sql = CONTROL_SCHEMA[0].sql;
         assert!(sql.contains("CREATE TABLE IF NOT EXISTS tenant_routing"));
         assert!(sql.contains(&format!("pg_notify('{ROUTING_CHANNEL}'")));
+    }
+
+    #[test]
+    fn migrations_follow_routing() {
+        let names: Vec<&str> = CONTROL_SCHEMA.iter().map(|f| f.name).collect();
+        assert_eq!(names, ["0002_control_store.sql", "0003_migrations.sql"]);
+        assert!(CONTROL_SCHEMA[1].sql.contains("migration_audit_log"));
+        assert!(EVENT_STORE_SCHEMA
+            .sql
+            .contains("CREATE TABLE IF NOT EXISTS events"));
     }
 }

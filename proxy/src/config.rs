@@ -51,6 +51,73 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub migration: MigrationConfig,
+}
+
+/// `[migration]`: defaults of new migrations and how the copier retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationConfig {
+    pub batch_size: u32,
+    pub cutover_timeout_ms: u64,
+    pub max_lag_events: u64,
+    pub verify: evshift_control::VerifyMode,
+    pub rate_limit_events_per_sec: u64,
+    pub retry_limit: u32,
+    pub retry_initial_backoff_ms: u64,
+    pub retry_max_backoff_ms: u64,
+    pub tail_interval_ms: u64,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        let d = evshift_control::MigrationSettings::default();
+        MigrationConfig {
+            batch_size: d.batch_size,
+            cutover_timeout_ms: d.cutover_timeout.as_millis() as u64,
+            max_lag_events: d.max_lag_events,
+            verify: d.verify,
+            rate_limit_events_per_sec: d.rate_limit_events_per_sec,
+            retry_limit: d.retry_limit,
+            retry_initial_backoff_ms: d.retry_initial_backoff.as_millis() as u64,
+            retry_max_backoff_ms: d.retry_max_backoff.as_millis() as u64,
+            tail_interval_ms: d.tail_interval.as_millis() as u64,
+        }
+    }
+}
+
+impl MigrationConfig {
+    /// The section as the migration plane takes it.
+    pub fn settings(&self) -> evshift_control::MigrationSettings {
+        evshift_control::MigrationSettings {
+            batch_size: self.batch_size,
+            rate_limit_events_per_sec: self.rate_limit_events_per_sec,
+            cutover_timeout: Duration::from_millis(self.cutover_timeout_ms),
+            max_lag_events: self.max_lag_events,
+            verify: self.verify,
+            retry_limit: self.retry_limit,
+            retry_initial_backoff: Duration::from_millis(self.retry_initial_backoff_ms),
+            retry_max_backoff: Duration::from_millis(self.retry_max_backoff_ms),
+            tail_interval: Duration::from_millis(self.tail_interval_ms),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let max = evshift_control::settings::MAX_BATCH_SIZE;
+        if self.batch_size == 0 || self.batch_size > max {
+            return Err(format!("[migration] batch_size must be within 1..={max}"));
+        }
+        if self.retry_initial_backoff_ms > self.retry_max_backoff_ms {
+            return Err("[migration] retry_initial_backoff_ms exceeds retry_max_backoff_ms".into());
+        }
+        if self.tail_interval_ms == 0 || self.cutover_timeout_ms == 0 {
+            return Err(
+                "[migration] tail_interval_ms and cutover_timeout_ms must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Which tables are tenant-scoped, and by which columns a statement on them names its tenant,
@@ -348,6 +415,7 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return Err("[limits] max_message_bytes must be at least 1024".into());
         }
+        self.migration.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("[log] level {:?}: {e}", self.log.level))?;
         Ok(())
@@ -488,6 +556,21 @@ url = "postgres://postgres@127.0.0.1:5433/app"
             .unwrap_err()
             .to_string()
             .contains("routing_refresh_ms"));
+    }
+
+    #[test]
+    fn migration_section_defaults_and_refusals() {
+        let config = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(config.migration.batch_size, 1000);
+        assert_eq!(config.migration.cutover_timeout_ms, 5000);
+        assert_eq!(config.migration.verify, evshift_control::VerifyMode::Hash);
+        let custom = format!("{MINIMAL}\n[migration]\nbatch_size = 50\nverify = \"full\"\n");
+        let settings = Config::from_toml(&custom).unwrap().migration.settings();
+        assert_eq!(settings.batch_size, 50);
+        for bad in ["batch_size = 0", "verfiy = \"hash\"", "verify = \"md5\""] {
+            let text = format!("{MINIMAL}\n[migration]\n{bad}\n");
+            assert!(Config::from_toml(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -15,10 +15,18 @@ use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::control_socket::protocol::{ErrorBody, Reply, Request, RouteView, StoreStatus};
+use evshift_control::{
+    AuditEntry, MigrationRef, MigrationState, MigrationStatus, OptionOverrides, VerifyMode,
+};
+
+use crate::control_socket::protocol::{
+    ControlAction, ErrorBody, Reply, Request, RouteView, StoreStatus,
+};
+
+mod watch;
 
 /// How long to wait for a reply. `assign` asks every store, each bounded by its connect
-/// timeout, so this is generous.
+/// timeout, and `abort` cleans the target, so this is generous.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `evshift ctl [--socket PATH] [--json] COMMAND`.
@@ -56,6 +64,82 @@ pub enum CtlCommand {
         /// The store id.
         store: String,
     },
+    /// Start migrating a tenant to another store.
+    Migrate {
+        /// The tenant id.
+        tenant: Uuid,
+        /// The target store id.
+        #[arg(long)]
+        to: String,
+        /// Events per copy batch (default: [migration] batch_size).
+        #[arg(long)]
+        batch_size: Option<u32>,
+        /// Wait for `evshift ctl cutover` instead of cutting over at low lag.
+        #[arg(long)]
+        manual_cutover: bool,
+        /// How the cutover verifies the target: count, hash or full.
+        #[arg(long)]
+        verify: Option<VerifyMode>,
+        /// Copy at most this many events per second (0: unlimited).
+        #[arg(long)]
+        rate_limit: Option<u64>,
+    },
+    /// Every migration, or one (by migration id or tenant id).
+    Status {
+        #[arg(value_parser = parse_ref)]
+        migration: Option<MigrationRef>,
+    },
+    /// A live progress bar until the migration ends (or reaches --until).
+    Watch {
+        #[arg(value_parser = parse_ref)]
+        migration: MigrationRef,
+        /// Also stop, with status 0, once the migration reaches this state (e.g. DUAL_WRITE).
+        #[arg(long, value_parser = parse_state)]
+        until: Option<MigrationState>,
+        /// Milliseconds between two polls.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+    },
+    /// Stop a migration's copy at the next batch boundary until `resume`.
+    Pause {
+        #[arg(value_parser = parse_ref)]
+        migration: MigrationRef,
+    },
+    /// Resume a paused migration, or retry a failed one from its checkpoint.
+    Resume {
+        #[arg(value_parser = parse_ref)]
+        migration: MigrationRef,
+    },
+    /// Abort a migration: remove what it copied from the target, route to the source.
+    Abort {
+        #[arg(value_parser = parse_ref)]
+        migration: MigrationRef,
+    },
+    /// A migration's audit log.
+    Audit {
+        #[arg(value_parser = parse_ref)]
+        migration: MigrationRef,
+    },
+}
+
+fn parse_ref(text: &str) -> Result<MigrationRef, String> {
+    text.parse::<MigrationRef>().map_err(|e| match e {
+        evshift_control::ControlError::InvalidRequest(message) => message,
+        other => other.to_string(),
+    })
+}
+
+fn parse_state(text: &str) -> Result<MigrationState, String> {
+    text.to_ascii_uppercase().parse()
+}
+
+/// The audit log's operator for commands from this terminal: the user name.
+fn operator() -> Option<String> {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(|user| format!("{user} (evshift ctl)"))
 }
 
 impl CtlCommand {
@@ -67,7 +151,45 @@ impl CtlCommand {
                 tenant: *tenant,
                 store: store.clone(),
             },
+            CtlCommand::Migrate {
+                tenant,
+                to,
+                batch_size,
+                manual_cutover,
+                verify,
+                rate_limit,
+            } => Request::Migrate {
+                tenant: *tenant,
+                to: to.clone(),
+                overrides: OptionOverrides {
+                    batch_size: *batch_size,
+                    rate_limit_events_per_sec: *rate_limit,
+                    manual_cutover: *manual_cutover,
+                    verify: *verify,
+                },
+                operator: operator(),
+            },
+            CtlCommand::Status { migration } => Request::Status {
+                migration: *migration,
+            },
+            CtlCommand::Watch { migration, .. } => Request::Status {
+                migration: Some(*migration),
+            },
+            CtlCommand::Pause { migration } => control(ControlAction::Pause, *migration),
+            CtlCommand::Resume { migration } => control(ControlAction::Resume, *migration),
+            CtlCommand::Abort { migration } => control(ControlAction::Abort, *migration),
+            CtlCommand::Audit { migration } => Request::Audit {
+                migration: *migration,
+            },
         }
+    }
+}
+
+fn control(action: ControlAction, migration: MigrationRef) -> Request {
+    Request::Control {
+        action,
+        migration,
+        operator: operator(),
     }
 }
 
@@ -93,6 +215,13 @@ enum Outcome {
 }
 
 fn execute(args: &CtlArgs) -> anyhow::Result<Outcome> {
+    if let CtlCommand::Watch {
+        until, interval_ms, ..
+    } = &args.command
+    {
+        let interval = Duration::from_millis((*interval_ms).max(50));
+        return watch::watch(args, *until, interval);
+    }
     let line = exchange(&args.socket, &args.command.request().to_line())?;
     let reply: Reply = serde_json::from_str(&line)
         .with_context(|| format!("unexpected reply from {}", args.socket.display()))?;
@@ -147,7 +276,71 @@ fn render(command: &CtlCommand, result: serde_json::Value) -> anyhow::Result<Str
                 route.tenant_id, route.store
             )
         }
+        CtlCommand::Status { migration: None } => {
+            migrations_table(&decode::<Vec<MigrationStatus>>(result)?)
+        }
+        CtlCommand::Status { migration: Some(_) } | CtlCommand::Watch { .. } => {
+            migrations_table(&[decode::<MigrationStatus>(result)?])
+        }
+        CtlCommand::Migrate { .. }
+        | CtlCommand::Pause { .. }
+        | CtlCommand::Resume { .. }
+        | CtlCommand::Abort { .. } => summary(&decode::<MigrationStatus>(result)?),
+        CtlCommand::Audit { .. } => audit_table(&decode::<Vec<AuditEntry>>(result)?),
     })
+}
+
+/// One line about a migration, as migrate, pause, resume and abort print it.
+fn summary(m: &MigrationStatus) -> String {
+    format!(
+        "migration {} of tenant {}: {} -> {}, {}{}\n",
+        m.id,
+        m.tenant_id,
+        m.source_store,
+        m.target_store,
+        m.state,
+        if m.paused { " (paused)" } else { "" }
+    )
+}
+
+fn migrations_table(migrations: &[MigrationStatus]) -> String {
+    let rows = migrations
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.tenant_id.to_string(),
+                format!("{} -> {}", m.source_store, m.target_store),
+                format!("{}{}", m.state, if m.paused { " (paused)" } else { "" }),
+                format!("{:.1}%", m.progress_percentage),
+                format!("{}/{}", m.events_copied, m.events_total),
+                m.lag_events.to_string(),
+                format!("{:.0}", m.events_per_second),
+                m.error_message.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(
+        &[
+            "ID", "TENANT", "STORES", "STATE", "PROGRESS", "COPIED", "LAG", "EVENTS/S", "ERROR",
+        ],
+        &rows,
+    )
+}
+
+fn audit_table(entries: &[AuditEntry]) -> String {
+    let rows = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.timestamp.clone(),
+                e.event_type.clone(),
+                e.operator.clone(),
+                e.details.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(&["TIMESTAMP", "EVENT", "OPERATOR", "DETAILS"], &rows)
 }
 
 fn decode<T: DeserializeOwned>(result: serde_json::Value) -> anyhow::Result<T> {

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use evshift_control::{ControlStore, ReconnectingControlStore, RoutingPublisher};
+use evshift_control::{
+    ControlStore, Coordinator, CoordinatorConfig, ReconnectingControlStore, RoutingPublisher,
+    StoreDirectory,
+};
 use evshift_proxy::config::{Config, ControlConfig, LogConfig, LogFormat};
 use evshift_proxy::control_socket::api::{ControlApi, ControlPlane};
 use evshift_proxy::control_socket::ControlSocket;
@@ -90,9 +93,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let routing = evshift_control::routing::handle(Default::default());
     let publisher = RoutingPublisher::new(Arc::clone(&routing));
     let control = match &config.control {
-        Some(control) => Some(start_control_plane(control, &publisher).await?),
+        Some(control) => Some(start_control_plane(&config, control, &publisher).await?),
         None => None,
     };
+    let coordinator = control.as_ref().map(|c| Arc::clone(&c.coordinator));
     // The control socket exists before the listener accepts: whoever sees evshift accept
     // connections can also use `evshift ctl`.
     let control_socket = ControlSocket::bind(&config.control_socket).await?;
@@ -105,6 +109,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let shared = Arc::new(Shared::new(config, routing)?);
     let api = Arc::new(ControlApi::new(Arc::clone(&shared), control));
+    if let Some(coordinator) = coordinator {
+        // Migrations that were copying when evshift stopped go on from their checkpoints.
+        match coordinator.resume_active().await {
+            Ok(0) => {}
+            Ok(resumed) => tracing::info!(resumed, "active migrations resumed"),
+            Err(e) => tracing::error!(error = %e, "cannot resume the active migrations"),
+        }
+    }
     tokio::select! {
         result = server::serve(listener, shared) => result,
         () = control_socket.serve(api) => Ok(()),
@@ -116,9 +128,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Connects to the control store, brings its schema up to date, loads the routing table and
-/// starts the refresher that keeps it current. An unreachable control store fails start-up:
-/// routing without the persisted routes would send tenants to the wrong store.
+/// starts the refresher that keeps it current, and creates the migration coordinator. An
+/// unreachable control store fails start-up: routing without the persisted routes would send
+/// tenants to the wrong store.
 async fn start_control_plane(
+    config: &Config,
     control: &ControlConfig,
     publisher: &RoutingPublisher,
 ) -> anyhow::Result<ControlPlane> {
@@ -134,9 +148,21 @@ async fn start_control_plane(
         publisher.clone(),
         control.routing_refresh_interval(),
     );
+    let stores = StoreDirectory::new(
+        config.stores.iter().map(|s| (s.id.clone(), s.url.clone())),
+        &config.default_store().id,
+    )?;
+    let coordinator = Coordinator::new(CoordinatorConfig {
+        control_url: control.url.clone(),
+        stores,
+        settings: config.migration.settings(),
+        publisher: publisher.clone(),
+        operator: format!("evshift (pid {})", std::process::id()),
+    });
     Ok(ControlPlane {
         store: ReconnectingControlStore::with_connection(control.url.clone(), store),
         publisher: publisher.clone(),
+        coordinator: Arc::new(coordinator),
     })
 }
 

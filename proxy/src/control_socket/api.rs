@@ -1,7 +1,8 @@
 //! `ControlApi`: what each control-socket command does, apart from the socket itself.
 //!
 //! The socket layer parses a line into a [`Request`] and writes back whatever `handle` returns,
-//! so a new command (migrate, status, pause, ...) is a `Request` variant and a method here.
+//! so a new command is a `Request` variant and a method here. Migration commands go to the
+//! [`Coordinator`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,12 @@ use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use evshift_control::error::describe_pg_error;
-use evshift_control::{ControlError, ReconnectingControlStore, RoutingPublisher};
+use evshift_control::{
+    ControlError, Coordinator, MigrationRef, OptionOverrides, ReconnectingControlStore,
+    RoutingPublisher, StartMigration,
+};
 
-use super::protocol::{Outcome, Request, RouteView, StoreStatus};
+use super::protocol::{ControlAction, Outcome, Request, RouteView, StoreStatus};
 use crate::server::Shared;
 use crate::store::Store;
 
@@ -24,11 +28,15 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on asking one store whether a tenant has events, on top of the connect timeout.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The control store as the commands use it: a connection for writes, and the publisher that
-/// swaps the routing table this process routes by.
+/// The audit log's operator when a request names none.
+const DEFAULT_OPERATOR: &str = "control-socket";
+
+/// The control store as the commands use it: a connection for writes, the publisher that
+/// swaps the routing table this process routes by, and the migration coordinator.
 pub struct ControlPlane {
     pub store: ReconnectingControlStore,
     pub publisher: RoutingPublisher,
+    pub coordinator: Arc<Coordinator>,
 }
 
 /// The control socket's commands, over the process's shared state.
@@ -55,6 +63,84 @@ impl ControlApi {
             Request::Assign { tenant, store } => {
                 self.assign(tenant, &store).await.map(Outcome::Route)
             }
+            Request::Migrate {
+                tenant,
+                to,
+                overrides,
+                operator,
+            } => self
+                .migrate(tenant, to, overrides, operator)
+                .await
+                .map(|m| Outcome::Migration(Box::new(m))),
+            Request::Status { migration: None } => self
+                .coordinator()?
+                .status(None)
+                .await
+                .map(Outcome::Migrations),
+            Request::Status {
+                migration: Some(migration),
+            } => self
+                .coordinator()?
+                .find(migration)
+                .await
+                .map(|m| Outcome::Migration(Box::new(m))),
+            Request::Control {
+                action,
+                migration,
+                operator,
+            } => self
+                .control(action, migration, operator)
+                .await
+                .map(|m| Outcome::Migration(Box::new(m))),
+            Request::Audit { migration } => self
+                .coordinator()?
+                .audit(migration)
+                .await
+                .map(Outcome::Audit),
+        }
+    }
+
+    /// The coordinator; `NoControlStore` without a `[control]` section.
+    fn coordinator(&self) -> Result<&Coordinator, ControlError> {
+        self.control
+            .as_ref()
+            .map(|c| &*c.coordinator)
+            .ok_or(ControlError::NoControlStore)
+    }
+
+    /// Starts migrating `tenant` to store `to`.
+    async fn migrate(
+        &self,
+        tenant: Uuid,
+        to: String,
+        overrides: OptionOverrides,
+        operator: Option<String>,
+    ) -> Result<evshift_control::MigrationStatus, ControlError> {
+        self.store(&to)?;
+        let coordinator = self.coordinator()?;
+        coordinator
+            .start(StartMigration {
+                tenant,
+                target_store: to,
+                overrides,
+                operator: operator.unwrap_or_else(|| DEFAULT_OPERATOR.into()),
+            })
+            .await
+    }
+
+    /// Pause, resume or abort.
+    async fn control(
+        &self,
+        action: ControlAction,
+        migration: MigrationRef,
+        operator: Option<String>,
+    ) -> Result<evshift_control::MigrationStatus, ControlError> {
+        let coordinator = self.coordinator()?;
+        let operator = operator.unwrap_or_else(|| DEFAULT_OPERATOR.into());
+        match action {
+            ControlAction::Pause => coordinator.pause(migration, &operator).await,
+            ControlAction::Resume => coordinator.resume(migration, &operator).await,
+            ControlAction::Abort => coordinator.abort(migration, &operator).await,
         }
     }
 

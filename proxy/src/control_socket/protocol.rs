@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use evshift_control::{ControlError, MigrationState, Route};
+use evshift_control::{
+    AuditEntry, ControlError, MigrationRef, MigrationState, MigrationStatus, OptionOverrides,
+    Route, VerifyMode,
+};
 
 /// One command, parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +22,31 @@ pub enum Request {
     Routes { tenant: Option<Uuid> },
     /// `{"command":"assign","tenant":UUID,"store":ID}`: place a tenant that has no events.
     Assign { tenant: Uuid, store: String },
+    /// `{"command":"migrate","tenant":UUID,"to":ID, ...options}`: start a migration.
+    Migrate {
+        tenant: Uuid,
+        to: String,
+        overrides: OptionOverrides,
+        operator: Option<String>,
+    },
+    /// `{"command":"status"}` or `{"command":"status","migration":ID|TENANT}`.
+    Status { migration: Option<MigrationRef> },
+    /// `{"command":"pause"|"resume"|"abort","migration":ID|TENANT}`.
+    Control {
+        action: ControlAction,
+        migration: MigrationRef,
+        operator: Option<String>,
+    },
+    /// `{"command":"audit","migration":ID|TENANT}`: the migration's audit log.
+    Audit { migration: MigrationRef },
+}
+
+/// The operator commands that change a running migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlAction {
+    Pause,
+    Resume,
+    Abort,
 }
 
 /// The JSON shape of a request, before its arguments are checked.
@@ -34,6 +62,42 @@ enum RawRequest {
     Assign {
         tenant: String,
         store: String,
+    },
+    Migrate {
+        tenant: String,
+        to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch_size: Option<u32>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        manual_cutover: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verify: Option<VerifyMode>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate_limit_events_per_sec: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
+    },
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        migration: Option<Value>,
+    },
+    Pause {
+        migration: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
+    },
+    Resume {
+        migration: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
+    },
+    Abort {
+        migration: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
+    },
+    Audit {
+        migration: Value,
     },
 }
 
@@ -61,6 +125,43 @@ impl Request {
                 tenant: parse_tenant(&tenant)?,
                 store,
             },
+            RawRequest::Migrate {
+                tenant,
+                to,
+                batch_size,
+                manual_cutover,
+                verify,
+                rate_limit_events_per_sec,
+                operator,
+            } => Request::Migrate {
+                tenant: parse_tenant(&tenant)?,
+                to,
+                overrides: OptionOverrides {
+                    batch_size,
+                    rate_limit_events_per_sec,
+                    manual_cutover,
+                    verify,
+                },
+                operator,
+            },
+            RawRequest::Status { migration } => Request::Status {
+                migration: migration.as_ref().map(parse_migration).transpose()?,
+            },
+            RawRequest::Pause {
+                migration,
+                operator,
+            } => control(ControlAction::Pause, &migration, operator)?,
+            RawRequest::Resume {
+                migration,
+                operator,
+            } => control(ControlAction::Resume, &migration, operator)?,
+            RawRequest::Abort {
+                migration,
+                operator,
+            } => control(ControlAction::Abort, &migration, operator)?,
+            RawRequest::Audit { migration } => Request::Audit {
+                migration: parse_migration(&migration)?,
+            },
         })
     }
 
@@ -75,6 +176,47 @@ impl Request {
                 tenant: tenant.to_string(),
                 store: store.clone(),
             },
+            Request::Migrate {
+                tenant,
+                to,
+                overrides,
+                operator,
+            } => RawRequest::Migrate {
+                tenant: tenant.to_string(),
+                to: to.clone(),
+                batch_size: overrides.batch_size,
+                manual_cutover: overrides.manual_cutover,
+                verify: overrides.verify,
+                rate_limit_events_per_sec: overrides.rate_limit_events_per_sec,
+                operator: operator.clone(),
+            },
+            Request::Status { migration } => RawRequest::Status {
+                migration: migration.map(migration_value),
+            },
+            Request::Control {
+                action,
+                migration,
+                operator,
+            } => {
+                let (migration, operator) = (migration_value(*migration), operator.clone());
+                match action {
+                    ControlAction::Pause => RawRequest::Pause {
+                        migration,
+                        operator,
+                    },
+                    ControlAction::Resume => RawRequest::Resume {
+                        migration,
+                        operator,
+                    },
+                    ControlAction::Abort => RawRequest::Abort {
+                        migration,
+                        operator,
+                    },
+                }
+            }
+            Request::Audit { migration } => RawRequest::Audit {
+                migration: migration_value(*migration),
+            },
         };
         // Strings only: encoding cannot fail. Were it to, the server would answer the empty
         // line with InvalidRequestError.
@@ -86,17 +228,54 @@ fn parse_tenant(text: &str) -> Result<Uuid, ControlError> {
     Uuid::parse_str(text).map_err(|_| invalid(format!("invalid tenant id {text:?}: not a UUID")))
 }
 
+/// A migration named by id (a number or a numeric string) or by tenant (a UUID string).
+fn parse_migration(value: &Value) -> Result<MigrationRef, ControlError> {
+    match value {
+        Value::String(text) => text.parse(),
+        Value::Number(number) => number
+            .as_i64()
+            .filter(|id| *id > 0)
+            .map(MigrationRef::Id)
+            .ok_or_else(|| invalid(format!("invalid migration id {number}"))),
+        other => Err(invalid(format!(
+            "\"migration\" must be a migration id or a tenant id, not {other}"
+        ))),
+    }
+}
+
+fn migration_value(migration: MigrationRef) -> Value {
+    match migration {
+        MigrationRef::Id(id) => Value::from(id),
+        MigrationRef::Tenant(tenant) => Value::from(tenant.to_string()),
+    }
+}
+
+fn control(
+    action: ControlAction,
+    migration: &Value,
+    operator: Option<String>,
+) -> Result<Request, ControlError> {
+    Ok(Request::Control {
+        action,
+        migration: parse_migration(migration)?,
+        operator,
+    })
+}
+
 fn invalid(message: impl Into<String>) -> ControlError {
     ControlError::InvalidRequest(message.into())
 }
 
 /// A successful command's result: the value of `"ok"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Outcome {
     Stores(Vec<StoreStatus>),
     Routes(Vec<RouteView>),
     Route(RouteView),
+    Migration(Box<MigrationStatus>),
+    Migrations(Vec<MigrationStatus>),
+    Audit(Vec<AuditEntry>),
 }
 
 /// One configured store, as `stores` reports it.
@@ -223,6 +402,45 @@ mod tests {
                 tenant,
                 store: "dedicated-1".into(),
             },
+            Request::Migrate {
+                tenant,
+                to: "dedicated-1".into(),
+                overrides: OptionOverrides {
+                    batch_size: Some(10),
+                    rate_limit_events_per_sec: Some(5),
+                    manual_cutover: true,
+                    verify: Some(VerifyMode::Count),
+                },
+                operator: Some("alice".into()),
+            },
+            Request::Migrate {
+                tenant,
+                to: "x".into(),
+                overrides: OptionOverrides::default(),
+                operator: None,
+            },
+            Request::Status { migration: None },
+            Request::Status {
+                migration: Some(MigrationRef::Id(4)),
+            },
+            Request::Control {
+                action: ControlAction::Pause,
+                migration: MigrationRef::Tenant(tenant),
+                operator: None,
+            },
+            Request::Control {
+                action: ControlAction::Resume,
+                migration: MigrationRef::Id(2),
+                operator: Some("bob".into()),
+            },
+            Request::Control {
+                action: ControlAction::Abort,
+                migration: MigrationRef::Id(2),
+                operator: None,
+            },
+            Request::Audit {
+                migration: MigrationRef::Id(9),
+            },
         ];
         for request in requests {
             assert_eq!(
@@ -247,6 +465,14 @@ mod tests {
             r#"{"command":"routes","tenant":"not-a-uuid"}"#,
             r#"{"command":"assign","tenant":"7f8e2c4a-1111-4222-8333-444455556666"}"#,
             r#"{"command":"stores"} trailing"#,
+            r#"{"command":"migrate","tenant":"7f8e2c4a-1111-4222-8333-444455556666"}"#,
+            r#"{"command":"migrate","tenant":"7f8e2c4a-1111-4222-8333-444455556666","to":"x","batch_size":-1}"#,
+            r#"{"command":"migrate","tenant":"7f8e2c4a-1111-4222-8333-444455556666","to":"x","verify":"md5"}"#,
+            r#"{"command":"status","migration":"abc"}"#,
+            r#"{"command":"status","migration":0}"#,
+            r#"{"command":"pause"}"#,
+            r#"{"command":"abort","migration":[1]}"#,
+            r#"{"command":"audit","migration":"1","extra":true}"#,
         ] {
             assert_eq!(kind_of(line), "InvalidRequestError", "{line}");
         }
