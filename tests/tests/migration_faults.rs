@@ -1,0 +1,79 @@
+//! Faults during the bulk copy: the target store, then the control store, stopped for a few
+//! seconds. The copy waits, retries with backoff and completes with an identical target.
+
+mod control_support;
+mod migration_support;
+
+use std::time::Duration;
+
+use evshift_tests::{assert_same_events, seed_events, tenant_ids};
+use migration_support::{count_tenant, MigrationSetup};
+
+/// How long a store stays down.
+const OUTAGE: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_target_stopped_during_the_bulk_copy() {
+    let setup = MigrationSetup::start().await;
+    let tenant = tenant_ids(1)[0];
+    let source = setup.shared_db().await;
+    seed_events(&source, &[tenant], 50_000, 10).await.unwrap();
+    let id = setup
+        .migrate(
+            tenant,
+            "dedicated",
+            &["--batch-size", "500", "--rate-limit", "15000"],
+        )
+        .await;
+    setup
+        .wait_until(id, "a few batches", |s| {
+            s["events_copied"].as_i64().unwrap_or(0) >= 5_000
+        })
+        .await;
+    setup.dedicated.stop_immediate().await.unwrap();
+    tokio::time::sleep(OUTAGE).await;
+    let during = setup.status(id).await;
+    assert_eq!(during["state"], "BULK_COPY", "{during}");
+    setup.dedicated.start_again().await.unwrap();
+    setup.wait_caught_up(id, tenant).await;
+    let target = setup.dedicated_db().await;
+    assert_same_events(&source, &target, tenant).await.unwrap();
+    assert_eq!(count_tenant(&target, tenant).await, 50_000);
+    assert!(setup
+        .proxy
+        .log_contents()
+        .contains("retrying from the checkpoint"));
+    assert!(!setup.audit_events(id).await.contains(&"failed".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_store_restarted_during_the_bulk_copy() {
+    let setup = MigrationSetup::start().await;
+    let tenant = tenant_ids(1)[0];
+    let source = setup.shared_db().await;
+    seed_events(&source, &[tenant], 50_000, 10).await.unwrap();
+    let id = setup
+        .migrate(
+            tenant,
+            "dedicated",
+            &["--batch-size", "500", "--rate-limit", "15000"],
+        )
+        .await;
+    setup
+        .wait_until(id, "a few batches", |s| {
+            s["events_copied"].as_i64().unwrap_or(0) >= 5_000
+        })
+        .await;
+    setup.control.stop_immediate().await.unwrap();
+    tokio::time::sleep(OUTAGE).await;
+    setup
+        .ctl(&["status", &id.to_string()])
+        .await
+        .refused("ControlStoreUnavailableError");
+    setup.control.start_again().await.unwrap();
+    let status = setup.wait_caught_up(id, tenant).await;
+    assert_eq!(status["events_copied"], 50_000);
+    let target = setup.dedicated_db().await;
+    assert_same_events(&source, &target, tenant).await.unwrap();
+    assert_eq!(count_tenant(&target, tenant).await, 50_000);
+}
