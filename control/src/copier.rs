@@ -22,16 +22,19 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::stream::FuturesOrdered;
 use futures::{pin_mut, SinkExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::copy_format::{frame_rows, RowSplitter};
+use crate::copy_format::{frame_rows, frame_rows_repositioned, RowSplitter};
 use crate::migration_store::{BatchRecord, MigrationStore};
 use crate::rate_limit::RateLimiter;
 use crate::retry::Failure;
+use crate::store_directory::StoreDirectory;
 
 /// Batches buffered between two stages.
 const STAGE_BUFFER: usize = 2;
@@ -79,6 +82,20 @@ pub struct PassOutcome {
     pub stopped: bool,
 }
 
+/// How a pass writes to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// The bulk pass: target positions are taken from the target's sequence in source order
+    /// before each batch is written, and batches are `COPY`'d straight into `events` on all
+    /// writer connections at once. A batch that meets rows already there (a batch copied
+    /// again after a crash) falls back to `Idempotent` at the same positions.
+    Bulk,
+    /// The tail: one batch at a time through the staging table and `INSERT ... ON CONFLICT
+    /// (event_id) DO NOTHING`, the target assigning positions; rows already there (a
+    /// dual-write, a re-copy) are skipped.
+    Idempotent,
+}
+
 /// The rows of one batch, as the source sent them.
 struct Batch {
     rows: Vec<Bytes>,
@@ -98,17 +115,54 @@ pub struct Copier {
     pub source_store: String,
     pub target_store: String,
     pub source: Client,
+    /// Position allocation and snapshots.
     pub target: Client,
+    /// Batch writers; the bulk pass uses all of them at once.
+    pub writers: Vec<Client>,
     pub batch_size: usize,
 }
 
+/// Where and what a copier copies.
+pub struct CopyJob<'a> {
+    pub migration_id: i64,
+    pub tenant: Uuid,
+    pub source_store: &'a str,
+    pub target_store: &'a str,
+    pub batch_size: usize,
+    /// Target connections writing batches at once in the bulk pass.
+    pub writers: usize,
+}
+
 impl Copier {
-    /// Prepares the target session (its staging tables).
-    pub async fn prepare(&self) -> Result<(), Failure> {
-        self.target
-            .batch_execute(STAGING_DDL)
-            .await
-            .map_err(|e| self.target_failure("create the staging tables", &e))
+    /// Opens the connections and prepares the target sessions (their staging tables).
+    pub async fn connect(stores: &StoreDirectory, job: CopyJob<'_>) -> Result<Copier, Failure> {
+        let source = stores.connect(job.source_store).await?;
+        let target = stores.connect(job.target_store).await?;
+        let mut writers = Vec::with_capacity(job.writers);
+        for _ in 0..job.writers.max(1) {
+            writers.push(stores.connect(job.target_store).await?);
+        }
+        for client in writers.iter().chain([&target]) {
+            client.batch_execute(STAGING_DDL).await.map_err(|e| {
+                Failure::from_pg(
+                    &format!(
+                        "create the staging tables on target store {:?}",
+                        job.target_store
+                    ),
+                    &e,
+                )
+            })?;
+        }
+        Ok(Copier {
+            migration_id: job.migration_id,
+            tenant: job.tenant,
+            source_store: job.source_store.to_string(),
+            target_store: job.target_store.to_string(),
+            source,
+            target,
+            writers,
+            batch_size: job.batch_size,
+        })
     }
 
     /// The source's horizon now: `pg_snapshot_xmin(pg_current_snapshot())`, the oldest
@@ -120,6 +174,29 @@ impl Copier {
             .await
             .map_err(|e| self.source_failure("read the horizon", &e))?;
         Ok(row.get(0))
+    }
+
+    /// Deletes the tenant's rows from the target above `target_position` (all of them for
+    /// `None`): rows a bulk pass wrote but never checkpointed (a crash, a lost connection).
+    /// They are copied again in order, so target positions keep following source order even
+    /// when parallel writers left a later batch committed and an earlier one not. Only for the
+    /// bulk pass: nothing else writes the tenant to the target before DUAL_WRITE.
+    pub async fn discard_unrecorded(&self, target_position: Option<i64>) -> Result<u64, Failure> {
+        self.target
+            .execute(
+                "DELETE FROM events WHERE tenant_id = $1 AND global_position > $2",
+                &[&self.tenant, &target_position.unwrap_or(0)],
+            )
+            .await
+            .map_err(|e| {
+                Failure::from_pg(
+                    &format!(
+                        "discard unrecorded rows on target store {:?}",
+                        self.target_store
+                    ),
+                    &e,
+                )
+            })
     }
 
     /// Tenant rows in the source above `checkpoint` (copyable now or not).
@@ -142,6 +219,7 @@ impl Copier {
         &mut self,
         checkpoint: i64,
         limit: Option<u64>,
+        mode: WriteMode,
         control: &mut MigrationStore,
         rate: &mut RateLimiter,
         stop: &CancellationToken,
@@ -151,30 +229,36 @@ impl Copier {
         let (batches_tx, batches_rx) = mpsc::channel(STAGE_BUFFER);
         let (written_tx, written_rx) = mpsc::channel(STAGE_BUFFER);
         let pass_stop = stop.child_token();
-        let started = Instant::now();
-        let batch_size = self.batch_size;
-        let migration_id = self.migration_id;
-        let (source, target) = (&self.source, &mut self.target);
-        let source_store = self.source_store.as_str();
-        let target_store = self.target_store.as_str();
-        let read = read_batches(source, source_store, &query, batch_size, batches_tx);
-        let write = write_batches(
-            target,
-            target_store,
-            batches_rx,
-            written_tx,
+        let parallel = match mode {
+            WriteMode::Bulk => self.writers.len(),
+            WriteMode::Idempotent => 1,
+        };
+        let pool = WriterPool::new(std::mem::take(&mut self.writers));
+        let writer = BatchWriter {
+            allocator: &self.target,
+            pool: &pool,
+            store: &self.target_store,
+            mode,
+        };
+        let read = read_batches(
+            &self.source,
+            &self.source_store,
+            &query,
+            self.batch_size,
+            batches_tx,
+        );
+        let write = writer.run(batches_rx, written_tx, parallel, &pass_stop);
+        let record = record_batches(
+            control,
+            self.migration_id,
+            written_rx,
+            checkpoint,
             rate,
             &pass_stop,
         );
-        let record = record_batches(
-            control,
-            migration_id,
-            written_rx,
-            checkpoint,
-            started,
-            &pass_stop,
-        );
-        let ((), (), mut outcome) = futures::try_join!(read, write, record)?;
+        let result = futures::try_join!(read, write, record);
+        self.writers = pool.into_clients();
+        let ((), (), mut outcome) = result?;
         outcome.stopped = pass_stop.is_cancelled();
         Ok(outcome)
     }
@@ -281,13 +365,6 @@ impl Copier {
             error,
         )
     }
-
-    fn target_failure(&self, what: &str, error: &tokio_postgres::Error) -> Failure {
-        Failure::from_pg(
-            &format!("{what} on target store {:?}", self.target_store),
-            error,
-        )
-    }
 }
 
 /// Stage 1: the source stream cut into batches. Ends quietly if the writer stopped.
@@ -345,43 +422,162 @@ impl Batch {
     }
 }
 
-/// Stage 2: each batch inserted on the target in its own transaction, paced by `rate`.
-async fn write_batches(
-    target: &mut Client,
-    store: &str,
-    mut batches: mpsc::Receiver<Batch>,
-    written: mpsc::Sender<Written>,
-    rate: &mut RateLimiter,
-    stop: &CancellationToken,
-) -> Result<(), Failure> {
-    loop {
-        let batch = tokio::select! {
-            biased;
-            () = stop.cancelled() => return Ok(()),
-            batch = batches.recv() => match batch {
-                Some(batch) => batch,
-                None => return Ok(()),
-            },
-        };
-        let record = insert_batch(target, store, &batch).await?;
-        if written.send(Written { record }).await.is_err() {
-            return Ok(());
+/// The target connections that write batches, lent to one batch at a time.
+struct WriterPool {
+    clients: std::sync::Mutex<Vec<Client>>,
+}
+
+impl WriterPool {
+    fn new(clients: Vec<Client>) -> WriterPool {
+        WriterPool {
+            clients: std::sync::Mutex::new(clients),
         }
-        let wait = rate.record(batch.rows.len() as u64);
-        if !wait.is_zero() {
-            tokio::select! {
-                () = stop.cancelled() => return Ok(()),
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
+    }
+
+    fn take(&self) -> Option<Client> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn give(&self, client: Client) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(client);
+    }
+
+    fn into_clients(self) -> Vec<Client> {
+        self.clients.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// One target transaction: stage, insert, read back the positions.
+/// Stage 2: batches written to the target, up to `parallel` at once, results in batch order.
+struct BatchWriter<'a> {
+    /// Takes target positions from the target's sequence, in batch order.
+    allocator: &'a Client,
+    pool: &'a WriterPool,
+    store: &'a str,
+    mode: WriteMode,
+}
+
+impl BatchWriter<'_> {
+    async fn run(
+        &self,
+        mut batches: mpsc::Receiver<Batch>,
+        written: mpsc::Sender<Written>,
+        parallel: usize,
+        stop: &CancellationToken,
+    ) -> Result<(), Failure> {
+        // Positions are handed out here, one batch after the other, so in batch order;
+        // `FuturesOrdered` writes up to `parallel` batches at once and yields them in that
+        // same order.
+        let mut in_flight = FuturesOrdered::new();
+        let mut open = true;
+        loop {
+            let take = open && in_flight.len() < parallel.max(1) && !stop.is_cancelled();
+            if !take && in_flight.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                batch = batches.recv(), if take => match batch {
+                    Some(batch) => {
+                        let positions = match self.mode {
+                            WriteMode::Bulk => Some(self.allocate(batch.rows.len()).await?),
+                            WriteMode::Idempotent => None,
+                        };
+                        in_flight.push_back(self.write(batch, positions));
+                    }
+                    None => open = false,
+                },
+                Some(record) = in_flight.next(), if !in_flight.is_empty() => {
+                    if written.send(Written { record: record? }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                () = stop.cancelled(), if take => {}
+            }
+        }
+    }
+
+    /// `count` new positions from the target's `events` sequence, ascending.
+    async fn allocate(&self, count: usize) -> Result<Vec<i64>, Failure> {
+        let count = i32::try_from(count).unwrap_or(i32::MAX);
+        let rows = self
+            .allocator
+            .query(
+                "SELECT nextval(pg_get_serial_sequence('events', 'global_position'))
+                   FROM generate_series(1, $1::int)",
+                &[&count],
+            )
+            .await
+            .map_err(|e| self.failure("allocate positions", &e))?;
+        let mut positions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        positions.sort_unstable();
+        Ok(positions)
+    }
+
+    /// Writes one batch on a pooled connection.
+    async fn write(
+        &self,
+        batch: Batch,
+        positions: Option<Vec<i64>>,
+    ) -> Result<BatchRecord, Failure> {
+        let batch = &batch;
+        let Some(mut client) = self.pool.take() else {
+            return Err(Failure::Permanent(
+                "no target connection free for a batch".into(),
+            ));
+        };
+        let result = match &positions {
+            Some(positions) => match copy_batch(&client, batch, positions).await {
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    tracing::info!(
+                        store = self.store,
+                        "a batch meets rows already copied; writing it idempotently"
+                    );
+                    insert_batch(&mut client, self.store, batch, Some(positions)).await
+                }
+                Err(e) => Err(self.failure("copy a batch", &e)),
+                Ok(()) => Ok(mapping_record(batch, positions)),
+            },
+            None => insert_batch(&mut client, self.store, batch, None).await,
+        };
+        if result.is_ok() {
+            self.pool.give(client);
+        }
+        result
+    }
+
+    fn failure(&self, what: &str, error: &tokio_postgres::Error) -> Failure {
+        Failure::from_pg(&format!("{what} on target store {:?}", self.store), error)
+    }
+}
+
+/// `COPY events FROM STDIN` of a batch at the given positions, `txid` NULL. One statement,
+/// so all or nothing.
+async fn copy_batch(
+    client: &Client,
+    batch: &Batch,
+    positions: &[i64],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = client
+        .copy_in(&format!(
+            "COPY events (global_position, {EVENT_COLUMNS}, txid) FROM STDIN (FORMAT BINARY)"
+        ))
+        .await?;
+    pin_mut!(sink);
+    sink.send(frame_rows_repositioned(&batch.rows, positions))
+        .await?;
+    sink.as_mut().finish().await?;
+    Ok(())
+}
+
+/// One target transaction: stage, insert what is not there yet (at `positions` when given,
+/// else at positions the target assigns), read back the positions.
 async fn insert_batch(
     target: &mut Client,
     store: &str,
     batch: &Batch,
+    positions: Option<&Vec<i64>>,
 ) -> Result<BatchRecord, Failure> {
     let failed = |what: &str, e: &tokio_postgres::Error| {
         Failure::from_pg(&format!("{what} on target store {store:?}"), e)
@@ -402,18 +598,40 @@ async fn insert_batch(
         .finish()
         .await
         .map_err(|e| failed("stage a batch", &e))?;
-    let inserted = transaction
-        .query(
-            &format!(
-                "INSERT INTO events ({EVENT_COLUMNS}, txid)
-                 SELECT {EVENT_COLUMNS}, NULL FROM evshift_copy_staging ORDER BY source_position
-                 ON CONFLICT (event_id) DO NOTHING
-                 RETURNING event_id, global_position"
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| failed("insert a batch", &e))?;
+    let inserted = match positions {
+        None => {
+            transaction
+                .query(
+                    &format!(
+                        "INSERT INTO events ({EVENT_COLUMNS}, txid)
+                         SELECT {EVENT_COLUMNS}, NULL FROM evshift_copy_staging
+                          ORDER BY source_position
+                         ON CONFLICT (event_id) DO NOTHING
+                         RETURNING event_id, global_position"
+                    ),
+                    &[],
+                )
+                .await
+        }
+        Some(positions) => {
+            transaction
+                .query(
+                    &format!(
+                        "INSERT INTO events (global_position, {EVENT_COLUMNS}, txid)
+                         SELECT p.target_position, {EVENT_COLUMNS}, NULL
+                           FROM evshift_copy_staging
+                           JOIN unnest($1::bigint[], $2::bigint[])
+                                AS p(source_position, target_position) USING (source_position)
+                          ORDER BY source_position
+                         ON CONFLICT (event_id) DO NOTHING
+                         RETURNING event_id, global_position"
+                    ),
+                    &[&batch.positions, positions],
+                )
+                .await
+        }
+    }
+    .map_err(|e| failed("insert a batch", &e))?;
     let mut target_positions: HashMap<Uuid, i64> = inserted
         .iter()
         .map(|row| (row.get(0), row.get(1)))
@@ -442,43 +660,43 @@ async fn insert_batch(
         .commit()
         .await
         .map_err(|e| failed("commit a batch", &e))?;
-    mapping_record(batch, &target_positions, store)
+    let targets = batch
+        .event_ids
+        .iter()
+        .map(|id| {
+            target_positions.get(id).copied().ok_or_else(|| {
+                Failure::Permanent(format!(
+                    "event {id} is neither inserted nor present in target store {store:?}"
+                ))
+            })
+        })
+        .collect::<Result<Vec<i64>, Failure>>()?;
+    Ok(mapping_record(batch, &targets))
 }
 
-/// The batch's mappings, in source order.
-fn mapping_record(
-    batch: &Batch,
-    target_positions: &HashMap<Uuid, i64>,
-    store: &str,
-) -> Result<BatchRecord, Failure> {
-    let mut record = BatchRecord {
+/// The batch's mappings, in source order: `targets[i]` is where row `i` landed.
+fn mapping_record(batch: &Batch, targets: &[i64]) -> BatchRecord {
+    BatchRecord {
         events: batch.rows.len() as i64,
         last_source_position: batch.positions.last().copied().unwrap_or(0),
-        ..Default::default()
-    };
-    for (event_id, source_position) in batch.event_ids.iter().zip(&batch.positions) {
-        let Some(target_position) = target_positions.get(event_id) else {
-            return Err(Failure::Permanent(format!(
-                "event {event_id} is neither inserted nor present in target store {store:?}"
-            )));
-        };
-        record.source_positions.push(*source_position);
-        record.target_positions.push(*target_position);
-        record.event_ids.push(*event_id);
+        source_positions: batch.positions.clone(),
+        target_positions: targets.to_vec(),
+        event_ids: batch.event_ids.clone(),
+        events_per_second: 0.0,
     }
-    Ok(record)
 }
 
-/// Stage 3: mappings and checkpoints, in batch order. Cancels `stop` if the migration was
-/// paused meanwhile.
+/// Stage 3: mappings and checkpoints, in batch order, paced by `rate` (the bounded channels
+/// hold the other stages back). Cancels `stop` if the migration was paused meanwhile.
 async fn record_batches(
     control: &mut MigrationStore,
     migration_id: i64,
     mut written: mpsc::Receiver<Written>,
     checkpoint: i64,
-    started: Instant,
+    rate: &mut RateLimiter,
     stop: &CancellationToken,
 ) -> Result<PassOutcome, Failure> {
+    let started = Instant::now();
     let mut outcome = PassOutcome {
         checkpoint,
         ..Default::default()
@@ -492,6 +710,13 @@ async fn record_batches(
         outcome.checkpoint = record.last_source_position;
         if paused {
             stop.cancel();
+        }
+        let wait = rate.record(record.events as u64);
+        if !wait.is_zero() {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
         }
     }
     Ok(outcome)

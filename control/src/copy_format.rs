@@ -172,6 +172,27 @@ pub fn frame_rows<'a>(rows: impl IntoIterator<Item = &'a Bytes>) -> Bytes {
     out.freeze()
 }
 
+/// A batch framed for `COPY events (global_position, <the other columns>, txid)`: each row's
+/// first field (the source position) replaced by the matching `positions` entry, and a NULL
+/// appended for `txid`. `rows` and `positions` have the same length.
+pub fn frame_rows_repositioned(rows: &[Bytes], positions: &[i64]) -> Bytes {
+    let size = HEADER_LEN + rows.iter().map(|r| r.len() + 4).sum::<usize>() + 2;
+    let mut out = BytesMut::with_capacity(size);
+    out.put_slice(SIGNATURE);
+    out.put_i32(0);
+    out.put_i32(0);
+    for (row, position) in rows.iter().zip(positions) {
+        let fields = i16::from_be_bytes([row[0], row[1]]);
+        out.put_i16(fields + 1);
+        out.put_i32(8);
+        out.put_i64(*position);
+        out.put_slice(&row[14..]);
+        out.put_i32(-1);
+    }
+    out.put_i16(-1);
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +237,23 @@ mod tests {
             );
             assert_eq!(seen[2].bytes, rows[2]);
         }
+    }
+
+    #[test]
+    fn repositions_rows_and_appends_a_null() {
+        let rows = [tuple(5, Some("a")), tuple(9, None)];
+        let framed = frame_rows_repositioned(&rows, &[100, 101]);
+        let mut splitter = RowSplitter::new();
+        splitter.push(&framed);
+        let first = splitter.next_row().unwrap().unwrap();
+        assert_eq!(first.position, 100);
+        assert_eq!(&first.bytes[..2], &3i16.to_be_bytes());
+        assert_eq!(
+            &first.bytes[first.bytes.len() - 4..],
+            &(-1i32).to_be_bytes()
+        );
+        assert_eq!(splitter.next_row().unwrap().unwrap().position, 101);
+        assert!(splitter.next_row().unwrap().is_none() && splitter.is_finished());
     }
 
     #[test]

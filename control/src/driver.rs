@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::copier::Copier;
+use crate::copier::{Copier, CopyJob, WriteMode};
 use crate::error::ControlError;
 use crate::event_schema;
 use crate::migration::MigrationStatus;
@@ -40,6 +40,10 @@ const LOCK_RETRY: Duration = Duration::from_secs(1);
 /// Snapshots saved since the last sync (minus this margin, for transactions that were still
 /// open) are copied again every `SNAPSHOT_SYNC_INTERVAL` during the tail.
 const SNAPSHOT_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Target connections writing batches at once during the bulk pass (target positions are
+/// still handed out in source order).
+const BULK_WRITERS: usize = 2;
 
 /// Batches one tail round copies at most before it looks at the lag again.
 const TAIL_ROUND_BATCHES: u64 = 10;
@@ -249,24 +253,22 @@ impl Driver {
         }
     }
 
-    /// Connections to the source and the target, the target's schema and staging ready.
-    async fn copier(&self, migration: &MigrationStatus) -> Result<Copier, Failure> {
+    /// Connections to the source and the target (`writers` of them for batches), the
+    /// target's schema and staging ready.
+    async fn copier(&self, migration: &MigrationStatus, writers: usize) -> Result<Copier, Failure> {
         let stores = &self.context.stores;
         let options = migration.options()?;
-        let source = stores.connect(&migration.source_store).await?;
         let mut target = stores.connect(&migration.target_store).await?;
         event_schema::ensure_target_schema(&mut target, &migration.target_store).await?;
-        let copier = Copier {
+        let job = CopyJob {
             migration_id: self.id,
             tenant: self.tenant,
-            source_store: migration.source_store.clone(),
-            target_store: migration.target_store.clone(),
-            source,
-            target,
+            source_store: &migration.source_store,
+            target_store: &migration.target_store,
             batch_size: options.batch_size as usize,
+            writers,
         };
-        copier.prepare().await?;
-        Ok(copier)
+        Copier::connect(stores, job).await
     }
 
     /// The bulk pass from the checkpoint, the snapshots, then DUAL_WRITE. False if it stopped
@@ -276,7 +278,17 @@ impl Driver {
         control: &mut MigrationStore,
         migration: &MigrationStatus,
     ) -> Result<bool, Failure> {
-        let mut copier = self.copier(migration).await?;
+        let mut copier = self.copier(migration, BULK_WRITERS).await?;
+        let recorded = control.last_target_position(self.id).await?;
+        let discarded = copier.discard_unrecorded(recorded).await?;
+        if discarded > 0 {
+            tracing::info!(
+                phase = "BULK_COPY",
+                operation = "bulk_copy",
+                discarded,
+                "removed target rows written after the last checkpoint; copying them again"
+            );
+        }
         let remaining = copier.remaining(migration.last_source_position).await?;
         control.set_lag(self.id, remaining).await?;
         tracing::info!(
@@ -293,6 +305,7 @@ impl Driver {
             .pass(
                 migration.last_source_position,
                 None,
+                WriteMode::Bulk,
                 control,
                 &mut rate,
                 &self.cancel,
@@ -323,7 +336,7 @@ impl Driver {
         control: &mut MigrationStore,
         migration: &MigrationStatus,
     ) -> Result<(), Failure> {
-        let mut copier = self.copier(migration).await?;
+        let mut copier = self.copier(migration, 1).await?;
         let options = migration.options()?;
         let limit = TAIL_ROUND_BATCHES * u64::from(options.batch_size);
         let mut rate = RateLimiter::new(options.rate_limit_events_per_sec);
@@ -334,7 +347,14 @@ impl Driver {
         let mut last_snapshot_sync = Instant::now();
         loop {
             let outcome = copier
-                .pass(checkpoint, Some(limit), control, &mut rate, &self.cancel)
+                .pass(
+                    checkpoint,
+                    Some(limit),
+                    WriteMode::Idempotent,
+                    control,
+                    &mut rate,
+                    &self.cancel,
+                )
                 .await?;
             self.progress += outcome.copied;
             checkpoint = outcome.checkpoint;

@@ -9,6 +9,7 @@
 
 use std::sync::LazyLock;
 
+use futures::SinkExt;
 use serde_json::{json, Value};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, NoTls, Row, Transaction};
@@ -472,21 +473,19 @@ impl MigrationStore {
         let what = format!("checkpoint migration {id}");
         let fail = failer(&self.target, &what);
         let transaction = self.begin(&what).await?;
-        transaction
-            .execute(
-                "INSERT INTO migration_position_mappings
-                        (migration_id, source_position, target_position, event_id)
-                 SELECT $1, s, t, e FROM unnest($2::bigint[], $3::bigint[], $4::uuid[]) AS m(s, t, e)
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &id,
-                    &batch.source_positions,
-                    &batch.target_positions,
-                    &batch.event_ids,
-                ],
+        let sink = transaction
+            .copy_in(
+                "COPY migration_position_mappings
+                      (migration_id, source_position, target_position, event_id)
+                 FROM STDIN (FORMAT BINARY)",
             )
             .await
             .map_err(|e| fail(&e))?;
+        futures::pin_mut!(sink);
+        sink.send(mappings_copy_data(id, batch))
+            .await
+            .map_err(|e| fail(&e))?;
+        sink.as_mut().finish().await.map_err(|e| fail(&e))?;
         let row = transaction
             .query_opt(
                 "UPDATE tenant_migrations SET
@@ -513,6 +512,21 @@ impl MigrationStore {
             .map_err(|e| fail(&e))?;
         transaction.commit().await.map_err(|e| fail(&e))?;
         Ok(row.is_some_and(|r| r.get(0)))
+    }
+
+    /// The target position of the last checkpointed event (target positions follow source
+    /// order, so it is the highest), `None` before the first checkpoint.
+    pub async fn last_target_position(&self, id: i64) -> Result<Option<i64>, ControlError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT target_position FROM migration_position_mappings
+                  WHERE migration_id = $1 ORDER BY source_position DESC LIMIT 1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.error(&format!("read the mappings of migration {id}"), &e))?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Sets the number of tenant events still to copy (the total follows: copied + lag).
@@ -591,6 +605,31 @@ impl MigrationStore {
             .await
             .map_err(|e| ControlError::from_control_store(format!("{what} on {target}"), &e))
     }
+}
+
+/// A batch's mappings as binary COPY data for `migration_position_mappings`.
+fn mappings_copy_data(id: i64, batch: &BatchRecord) -> bytes::Bytes {
+    use bytes::BufMut;
+    let mut out = bytes::BytesMut::with_capacity(21 + batch.event_ids.len() * 62);
+    out.put_slice(crate::copy_format::SIGNATURE);
+    out.put_i32(0);
+    out.put_i32(0);
+    let rows = batch
+        .source_positions
+        .iter()
+        .zip(&batch.target_positions)
+        .zip(&batch.event_ids);
+    for ((source, target), event_id) in rows {
+        out.put_i16(4);
+        for value in [id, *source, *target] {
+            out.put_i32(8);
+            out.put_i64(value);
+        }
+        out.put_i32(16);
+        out.put_slice(event_id.as_bytes());
+    }
+    out.put_i16(-1);
+    out.freeze()
 }
 
 /// A function making a control-store error about `what`, that does not borrow the store.

@@ -52,16 +52,22 @@ async fn sigkill_mid_copy_resumes_from_the_checkpoint() {
     // Counted once: the copy went on from the checkpoint, nothing was copied twice.
     assert_eq!(status["events_copied"], 60_000);
     assert_eq!(count_tenant(&target, tenant).await, 60_000);
-    let mappings: i64 = control
+    let row = control
         .query_one(
-            "SELECT count(DISTINCT event_id) FROM migration_position_mappings
-              WHERE migration_id = $1",
+            "SELECT count(DISTINCT event_id), count(*) FILTER (WHERE target_position <= previous)
+               FROM (SELECT event_id, target_position,
+                            lag(target_position) OVER (ORDER BY source_position) AS previous
+                       FROM migration_position_mappings WHERE migration_id = $1) m",
             &[&id],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(mappings, 60_000);
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 60_000);
+    assert_eq!(
+        row.get::<_, i64>(1),
+        0,
+        "target positions follow source order"
+    );
     let audit = setup.audit_events(id).await;
     assert_eq!(
         audit,
