@@ -221,6 +221,10 @@ async fn abort_in_every_phase_rolls_back_and_leaves_the_source_untouched() {
         .ctl(&["abort", &third.to_string()])
         .await
         .refused("InvalidStateTransitionError");
+    setup
+        .ctl(&["watch", &third.to_string()])
+        .await
+        .refused("MigrationRolledBackError");
     assert_eq!(
         setup.audit_events(third).await,
         [

@@ -146,6 +146,18 @@ async fn two_tenants_migrate_at_the_same_time() {
         .migrate(ids[0], "dedicated", &["--batch-size", "500"])
         .await;
     let second = setup.migrate(ids[1], "dedicated", &[]).await;
+    // `watch` without a terminal prints a line per state and ends at --until.
+    let watched = setup
+        .ctl(&[
+            "watch",
+            &first.to_string(),
+            "--until",
+            "DUAL_WRITE",
+            "--interval-ms",
+            "100",
+        ])
+        .await;
+    assert!(watched.ok().contains("DUAL_WRITE"), "{watched:?}");
     setup.wait_caught_up(first, ids[0]).await;
     setup.wait_caught_up(second, ids[1]).await;
     let target = setup.dedicated_db().await;
