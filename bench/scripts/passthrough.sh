@@ -409,7 +409,9 @@ report() {
     cat <<EOF
 ## Passthrough (single store)
 
-What evshift costs when it only relays: one store, no tenant routing in play. pgbench runs the
+What evshift costs in front of a single store: every statement goes to that store, but evshift
+still does its per-statement work on the way (reading the protocol, classifying the statement,
+resolving its tenant). pgbench runs the
 eventsource-py workloads of \`bench/pgbench/\` (\`append.sql\`: version read + \`INSERT ...
 RETURNING\` + commit; \`read_stream.sql\`: the 10 events of one seeded aggregate) against the store
 directly, through evshift, and through PgBouncer. Figures are medians of $REPEATS runs of ${DURATION} s,
@@ -422,7 +424,8 @@ $CLIENTS clients, \`-j $THREADS\`, the targets interleaved.
   release; PgBouncer $pgb_version
 - All on one machine: pgbench, PostgreSQL and the proxy share the same $(nproc) cores, so a proxy's
   CPU use is taken from the database and the client; loopback TCP everywhere.
-- evshift: trust auth, one backend connection per client session, log level info.
+- evshift: trust auth, one backend connection per client session, no \`[control]\` store, log
+  level info.
 - PgBouncer: trust auth, \`default_pool_size = $CLIENTS\` (no client waits for a server
   connection), \`pool_mode = transaction\` for \`-M simple\`/\`extended\`; \`pool_mode = session\` for
   \`-M prepared\`, because PgBouncer $pgb_version in transaction mode loses protocol-level prepared
