@@ -46,12 +46,19 @@ pub struct Backends {
     pub readers: Vec<Option<BackendReader>>,
     pub writers: Vec<Option<BackendWriter>>,
     pub states: Vec<BackendState>,
+    /// `evshift_statements_routed_total{store}`, resolved once per session, not per statement.
+    pub routed: Vec<metrics::Counter>,
 }
 
 impl Backends {
     pub fn new(stores: Vec<Arc<Store>>) -> Backends {
         let n = stores.len();
+        let routed = stores
+            .iter()
+            .map(|s| metrics::counter!("evshift_statements_routed_total", "store" => s.id.to_string()))
+            .collect();
         Backends {
+            routed,
             stores,
             readers: (0..n).map(|_| None).collect(),
             writers: (0..n).map(|_| None).collect(),

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-use crate::wire::Frame;
+use crate::wire::{Frame, FrameError};
 
 /// An answer from a store that the client must not see, because evshift asked the question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +105,17 @@ pub enum Delivered {
     },
 }
 
+/// What the fast path did with buffered store messages.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Run {
+    /// The head entry needs message-by-message handling (something to swallow or rewrite).
+    NotApplicable,
+    /// No complete message was buffered.
+    Empty,
+    /// Messages were moved to the client.
+    Moved(Delivered),
+}
+
 /// The message from a store does not fit what evshift expected from it: the session with that
 /// store cannot continue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,6 +175,51 @@ impl PendingQueue {
                 out.extend_from_slice(&bytes);
             }
         }
+    }
+
+    /// Fast path for the common case: when the head entry has nothing to swallow or rewrite,
+    /// moves every complete message in `input` up to and including the next ReadyForQuery to
+    /// `out` in one piece, without copying when `out` is empty.
+    pub fn deliver_run(
+        &mut self,
+        input: &mut BytesMut,
+        limit: usize,
+        out: &mut BytesMut,
+    ) -> Result<Run, FrameError> {
+        let Some(Pending::Backend(entry)) = self.entries.front_mut() else {
+            return Ok(Run::NotApplicable);
+        };
+        if !entry.swallow.is_empty() || entry.status_override.is_some() || entry.extra_readies > 0 {
+            return Ok(Run::NotApplicable);
+        }
+        let mut offset = 0;
+        let mut ready = None;
+        while let Some(len) = Frame::check(&input[offset..], limit)? {
+            match input[offset] {
+                b'E' => entry.saw_error = true,
+                b'Z' => {
+                    ready = Some(input.get(offset + 5).copied().unwrap_or(b'I'));
+                    offset += len;
+                    break;
+                }
+                _ => {}
+            }
+            offset += len;
+        }
+        if offset == 0 {
+            return Ok(Run::Empty);
+        }
+        let run = input.split_to(offset);
+        if out.is_empty() {
+            *out = run;
+        } else {
+            out.extend_from_slice(&run);
+        }
+        let Some(status) = ready else {
+            return Ok(Run::Moved(Delivered::Handled));
+        };
+        entry.readies_seen += 1;
+        Ok(Run::Moved(self.complete_if_done(Some(status))))
     }
 
     /// Handles one message from the store at the head: swallows it or appends it to `out`.

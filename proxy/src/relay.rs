@@ -5,12 +5,13 @@
 //! store at the head of the pending queue is read (answers must reach the client in request
 //! order); writes go to the head store first, so it always gets the input it waits for.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::backend::BACKEND_MESSAGE_LIMIT;
 use crate::backends::{read_some, write_some};
+use crate::pending::Run;
 use crate::router::{Flow, Router, RouterError};
 use crate::wire::frame::{is_frontend_tag, Frame};
 use crate::wire::messages::{sqlstate, ErrorFields};
@@ -84,6 +85,7 @@ impl Relay {
         loop {
             self.process_head_input()?;
             self.router.pending.drain_synthetic(&mut self.to_client);
+            self.write_eagerly()?;
             let head = self.router.pending.head_store();
             let writer = self.router.backends.next_writer(head);
             let read_client = self.router.backends.queued_output() < HIGH_WATER
@@ -125,6 +127,38 @@ impl Relay {
         }
     }
 
+    /// Writes what can be written without waiting, so that a request or an answer leaves in
+    /// the same turn it became ready instead of one `select!` round later.
+    fn write_eagerly(&mut self) -> Result<(), RelayError> {
+        for index in 0..self.router.backends.writers.len() {
+            let Some(writer) = self.router.backends.writers[index].as_mut() else {
+                continue;
+            };
+            while !writer.output.is_empty() {
+                match writer.stream.try_write(&writer.output) {
+                    Ok(n) => {
+                        writer.output.advance(n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        self.router.on_store_lost(index, &e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        while !self.to_client.is_empty() {
+            match self.client.try_write(&self.to_client) {
+                Ok(n) => {
+                    self.to_client.advance(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(RelayError::ClientIo(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Hands every complete client message to the router.
     async fn take_client_frames(&mut self) -> Result<Flow, RelayError> {
         let mut frames = Vec::new();
@@ -151,6 +185,26 @@ impl Relay {
             };
             let Some(reader) = self.router.backends.readers[head].as_mut() else {
                 // The store was lost and its entries failed; nothing to read.
+                return Ok(());
+            };
+            match self.router.pending.deliver_run(
+                &mut reader.input,
+                BACKEND_MESSAGE_LIMIT,
+                &mut self.to_client,
+            ) {
+                Ok(Run::Moved(delivered)) => {
+                    self.router.on_delivered(delivered);
+                    continue;
+                }
+                Ok(Run::Empty) => return Ok(()),
+                Ok(Run::NotApplicable) => {}
+                Err(e) => {
+                    self.router
+                        .on_store_lost(head, &format!("corrupt message stream: {e}"));
+                    continue;
+                }
+            }
+            let Some(reader) = self.router.backends.readers[head].as_mut() else {
                 return Ok(());
             };
             let frame = match Frame::split(&mut reader.input, BACKEND_MESSAGE_LIMIT) {

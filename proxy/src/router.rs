@@ -45,6 +45,8 @@ struct PreparedStatement {
     parse: Bytes,
     classified: Arc<Classified>,
     generation: u64,
+    /// `COPY ... FROM STDIN`: the store ignores Sync and Flush until the copy ends.
+    copy_from_stdin: bool,
 }
 
 /// Where a unit goes.
@@ -102,6 +104,8 @@ pub struct Router {
     /// The store of the last routed unit: COPY data follow it.
     last_store: usize,
     discard: Option<Discard>,
+    /// The store running the client's COPY FROM STDIN, from its Execute to CopyDone/CopyFail.
+    copy_in: Option<usize>,
 }
 
 impl Router {
@@ -129,6 +133,7 @@ impl Router {
             batch: Vec::new(),
             last_store: default_store,
             discard: None,
+            copy_in: None,
         }
     }
 
@@ -140,6 +145,22 @@ impl Router {
         drained: bool,
     ) -> Result<Flow, RouterError> {
         for frame in frames {
+            if let Some(store) = self.copy_in {
+                // PostgreSQL ignores Sync and Flush during COPY FROM STDIN (libpq-style clients
+                // send them along with the Execute); they owe the client nothing.
+                match frame.tag {
+                    b'd' | b'S' | b'H' => {
+                        self.forward(store, &frame);
+                        continue;
+                    }
+                    b'c' | b'f' => {
+                        self.forward(store, &frame);
+                        self.copy_in = None;
+                        continue;
+                    }
+                    _ => self.copy_in = None,
+                }
+            }
             match frame.tag {
                 b'X' => return Ok(Flow::Terminate),
                 b'Q' => {
@@ -170,12 +191,7 @@ impl Router {
                     self.flush_batch(false).await?;
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' => self.batch.push(frame),
-                b'd' | b'c' | b'f' => {
-                    let store = self.last_store;
-                    if let Some(out) = self.backends.output(store) {
-                        out.extend_from_slice(&frame.bytes);
-                    }
-                }
+                b'd' | b'c' | b'f' => self.forward(self.last_store, &frame),
                 // FunctionCall and anything else valid: a unit of its own, keyless.
                 _ => {
                     let target = self.keyless_target();
@@ -195,6 +211,12 @@ impl Router {
             self.flush_batch(false).await?;
         }
         Ok(Flow::Continue)
+    }
+
+    fn forward(&mut self, store: usize, frame: &Frame) {
+        if let Some(out) = self.backends.output(store) {
+            out.extend_from_slice(&frame.bytes);
+        }
     }
 
     /// A unit of `store` completed with transaction status `status`.
@@ -492,9 +514,20 @@ impl Router {
             .map(|(_, _, name)| name.clone())
             .filter(|name| !parsed_here.iter().any(|(n, _)| n == name))
             .collect();
+        let copies = bound.iter().any(|(_, _, name)| {
+            self.statements
+                .get(name)
+                .is_some_and(|statement| statement.copy_from_stdin)
+        });
+        // The store ignores a Sync sent with a COPY's Execute: the unit stays open until the
+        // Sync after CopyDone.
+        let sync = sync && !copies;
         let store = self
             .dispatch_batch(target, payload, sync, &needed, &kinds)
             .await;
+        if copies {
+            self.copy_in = store;
+        }
         if let Some(store) = store {
             for (name, generation) in parsed_here {
                 self.backends.states[store]
@@ -534,8 +567,10 @@ impl Router {
     /// (rewritten when the classifier rewrote the SQL) and its generation.
     fn register_parse(&mut self, frame: &Frame) -> Result<(String, Bytes, u64), RouterError> {
         let body = frame.body();
+        let mut copy_from_stdin = false;
         let (name, classified, bytes) = match frontend::parse_message(body) {
             Ok(parse) => {
+                copy_from_stdin = is_copy_from_stdin(parse.query);
                 let classified = Arc::new(self.shared.classifier.classify(parse.query));
                 let bytes = match &classified.rewritten_sql {
                     Some(rewritten) => rewrite_parse(body, parse.name, parse.query, rewritten),
@@ -565,6 +600,7 @@ impl Router {
                 parse: bytes.clone(),
                 classified,
                 generation,
+                copy_from_stdin,
             },
         );
         Ok((name, bytes, generation))
@@ -972,8 +1008,7 @@ impl Router {
                 pid,
                 secret,
             }));
-        metrics::counter!("evshift_statements_routed_total", "store" => self.backends.stores[store].id.to_string())
-            .increment(1);
+        self.backends.routed[store].increment(1);
     }
 
     fn replay_sets(&mut self, store: usize, out: &mut BytesMut, swallow: &mut Vec<Swallow>) {
@@ -1141,6 +1176,17 @@ fn raise_sql(error: &ErrorFields) -> String {
     )
 }
 
+/// `COPY ... FROM STDIN` (the form whose data follow from the client).
+fn is_copy_from_stdin(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect();
+    words.first().is_some_and(|w| w == "COPY")
+        && words.windows(2).any(|w| w[0] == "FROM" && w[1] == "STDIN")
+}
+
 /// A key's value as a uuid: a literal, or a Bind parameter in text or binary format.
 fn key_uuid(key: &KeyValue, bind: Option<&BindMessage>) -> Option<Uuid> {
     match key {
@@ -1173,6 +1219,16 @@ fn rewrite_parse(body: &[u8], name: &str, original: &str, rewritten: &str) -> By
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_from_stdin_is_recognised() {
+        assert!(is_copy_from_stdin("COPY events (event_id) FROM STDIN"));
+        assert!(is_copy_from_stdin(
+            "  copy t from   stdin with (format binary)"
+        ));
+        assert!(!is_copy_from_stdin("COPY t TO STDOUT"));
+        assert!(!is_copy_from_stdin("SELECT 'COPY x FROM STDIN'"));
+    }
 
     #[test]
     fn raise_sql_cannot_be_escaped_from() {

@@ -88,6 +88,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
 
 /// Accepts connections until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result<()> {
+    tokio::spawn(export_cache_counters(Arc::clone(&shared)));
     let slots = Arc::new(Semaphore::new(shared.config.limits.max_client_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -110,6 +111,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
             metrics::gauge!("evshift_client_connections").decrement(1.0);
             drop(permit);
         });
+    }
+}
+
+/// Publishes the classifier cache's counters as Prometheus counters once a second (the cache
+/// counts with atomics; the metrics registry is not on the statement path).
+async fn export_cache_counters(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let stats = shared.classifier.cache_stats();
+        metrics::counter!("evshift_parse_cache_hits_total").absolute(stats.hits);
+        metrics::counter!("evshift_parse_cache_misses_total").absolute(stats.misses);
+        metrics::gauge!("evshift_parse_cache_entries").set(stats.entries as f64);
     }
 }
 
