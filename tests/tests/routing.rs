@@ -481,3 +481,71 @@ async fn the_session_tenant_routes_keyless_statements() {
         .get(0);
     assert_eq!(n, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_and_session_settings_follow_the_session_tenant_across_stores() {
+    let setup = Routed::start().await;
+    let client = setup.connect().await;
+    // A session setting made while on the default store...
+    client
+        .batch_execute("SET application_name = 'evshift-routing-test'")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "SET evshift.tenant_id = '{}'",
+            setup.dedicated_tenant
+        ))
+        .await
+        .unwrap();
+    // ...is replayed on the dedicated store the first time the session goes there.
+    let name: String = client
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "evshift-routing-test");
+    let port: i32 = client
+        .query_one("SELECT current_setting('port')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(port, i32::from(setup.dedicated.port()));
+
+    // COPY FROM STDIN in the extended protocol (tokio-postgres sends Sync with the Execute;
+    // the store ignores it until CopyDone): rows land on the tenant's store and the session
+    // goes on.
+    let sink = client
+        .copy_in::<_, bytes::Bytes>(
+            "COPY events (event_id, event_type, aggregate_type, aggregate_id, tenant_id, actor_id, version, timestamp, payload) FROM STDIN",
+        )
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    let mut rows = String::new();
+    let aggregate = Uuid::new_v4();
+    for v in 1..=50 {
+        rows.push_str(&format!(
+            "{}\tE\tOrder\t{aggregate}\t{}\tcopy\t{v}\t2026-01-01 00:00:00+00\t{{}}\n",
+            Uuid::new_v4(),
+            setup.dedicated_tenant
+        ));
+    }
+    use futures::SinkExt;
+    sink.send(bytes::Bytes::from(rows)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 50);
+    let version: i32 = client
+        .query_one(VERSION_READ, &[&aggregate, &AGGREGATE_TYPE])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 50);
+    assert_eq!(
+        count_on(&setup.direct_dedicated().await, setup.dedicated_tenant).await,
+        50
+    );
+    assert_eq!(
+        count_on(&setup.direct_shared().await, setup.dedicated_tenant).await,
+        0
+    );
+}
