@@ -56,15 +56,20 @@ CREATE INDEX IF NOT EXISTS tenant_migrations_tenant ON tenant_migrations (tenant
 
 -- ---------------------------------------------------------------------------------------------
 -- migration_position_mappings: where each copied event landed. A source position translates to
--- the target position of the same event (subscription checkpoints at cutover).
+-- the target position of the same event (subscription checkpoints at cutover). No foreign key
+-- to tenant_migrations: the copier writes one row per copied event, and a per-row referential
+-- check would cost the control store as much as the rows themselves. Only the coordinator
+-- writes here, for migrations it created; abort deletes a migration's rows.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE IF NOT EXISTS migration_position_mappings (
-    migration_id    bigint NOT NULL REFERENCES tenant_migrations (id),
+    migration_id    bigint NOT NULL,
     source_position bigint NOT NULL,
     target_position bigint NOT NULL,
     event_id        uuid NOT NULL,
     PRIMARY KEY (migration_id, source_position)
 );
+ALTER TABLE migration_position_mappings
+    DROP CONSTRAINT IF EXISTS migration_position_mappings_migration_id_fkey;
 
 -- ---------------------------------------------------------------------------------------------
 -- migration_audit_log: what happened to each migration, who did it, when. Append-only: the

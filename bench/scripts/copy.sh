@@ -69,7 +69,7 @@ seed() {
                CASE WHEN n % 10 = 0 THEN 'OrderCreated' ELSE 'ItemAdded' END, '$1',
                'user-' || (n % 13), n % 10 + 1,
                timestamptz '2024-01-01 00:00:00+00' + make_interval(secs => n),
-               jsonb_build_object('order_no', n / 10, 'sku', 'SKU-' || (n * 7919 % 1000),
+               jsonb_build_object('order_no', n / 10, 'sku', 'SKU-' || (n::bigint * 7919 % 1000),
                                   'quantity', 1 + n % 5, 'note', repeat('x', n % 16)),
                timestamptz '2024-01-01 00:00:00.005+00' + make_interval(secs => n)
           FROM generate_series(0, $2 - 1) AS g(n)"

@@ -199,6 +199,32 @@ impl Copier {
             })
     }
 
+    /// The target's sequence behind `events.global_position`.
+    async fn position_sequence(&self) -> Result<String, Failure> {
+        let row = self
+            .target
+            .query_one(
+                "SELECT pg_get_serial_sequence('events', 'global_position')",
+                &[],
+            )
+            .await
+            .map_err(|e| {
+                Failure::from_pg(
+                    &format!(
+                        "find the position sequence on target store {:?}",
+                        self.target_store
+                    ),
+                    &e,
+                )
+            })?;
+        row.get::<_, Option<String>>(0).ok_or_else(|| {
+            Failure::Permanent(format!(
+                "events.global_position on target store {:?} has no sequence",
+                self.target_store
+            ))
+        })
+    }
+
     /// Tenant rows in the source above `checkpoint` (copyable now or not).
     pub async fn remaining(&self, checkpoint: i64) -> Result<i64, Failure> {
         let row = self
@@ -233,9 +259,14 @@ impl Copier {
             WriteMode::Bulk => self.writers.len(),
             WriteMode::Idempotent => 1,
         };
+        let sequence = match mode {
+            WriteMode::Bulk => self.position_sequence().await?,
+            WriteMode::Idempotent => String::new(),
+        };
         let pool = WriterPool::new(std::mem::take(&mut self.writers));
         let writer = BatchWriter {
             allocator: &self.target,
+            sequence,
             pool: &pool,
             store: &self.target_store,
             mode,
@@ -454,6 +485,8 @@ impl WriterPool {
 struct BatchWriter<'a> {
     /// Takes target positions from the target's sequence, in batch order.
     allocator: &'a Client,
+    /// The name of that sequence.
+    sequence: String,
     pool: &'a WriterPool,
     store: &'a str,
     mode: WriteMode,
@@ -501,12 +534,12 @@ impl BatchWriter<'_> {
     /// `count` new positions from the target's `events` sequence, ascending.
     async fn allocate(&self, count: usize) -> Result<Vec<i64>, Failure> {
         let count = i32::try_from(count).unwrap_or(i32::MAX);
+        // The sequence is a bound parameter, so resolved once per statement, not per row.
         let rows = self
             .allocator
             .query(
-                "SELECT nextval(pg_get_serial_sequence('events', 'global_position'))
-                   FROM generate_series(1, $1::int)",
-                &[&count],
+                "SELECT nextval($1::text::regclass) FROM generate_series(1, $2::int)",
+                &[&self.sequence, &count],
             )
             .await
             .map_err(|e| self.failure("allocate positions", &e))?;
