@@ -248,6 +248,9 @@ pub struct LimitsConfig {
     /// How long a client may take from connect to the end of authentication.
     #[serde(default = "default_startup_timeout_ms")]
     pub startup_timeout_ms: u64,
+    /// Threads of the async runtime; 0 means one per CPU.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 impl Default for LimitsConfig {
@@ -257,6 +260,7 @@ impl Default for LimitsConfig {
             max_message_bytes: default_max_message_bytes(),
             connect_timeout_ms: default_connect_timeout_ms(),
             startup_timeout_ms: default_startup_timeout_ms(),
+            worker_threads: 0,
         }
     }
 }
@@ -519,6 +523,9 @@ url = "postgres://postgres@127.0.0.1:5433/app"
         let config = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(config.default_store().id, "shared");
         assert_eq!(config.limits.max_client_connections, 10_000);
+        assert_eq!(config.limits.worker_threads, 0);
+        let one = Config::from_toml(&format!("{MINIMAL}\n[limits]\nworker_threads = 1\n")).unwrap();
+        assert_eq!(one.limits.worker_threads, 1);
         assert_eq!(config.auth.method, AuthMethod::Trust);
         let endpoint = StoreEndpoint::parse(&config.stores[1].url).unwrap();
         assert_eq!(endpoint.port, 5433);

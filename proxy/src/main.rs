@@ -63,10 +63,11 @@ fn serve(path: PathBuf, check_only: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.limits.worker_threads > 0 {
+        builder.worker_threads(config.limits.worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("evshift: cannot start the runtime: {e}");
