@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS tenant_migrations (
     -- The checkpoint: every event of the tenant at or below this source global_position that
     -- was inside the source's horizon when read is in the target. The copy resumes after it.
     last_source_position     bigint NOT NULL DEFAULT 0,
+    -- Where the event at last_source_position landed in the target (0 before the first batch).
+    last_target_position     bigint NOT NULL DEFAULT 0,
     -- Source events of the tenant not yet in the target, as of the last checkpoint.
     lag_events               bigint NOT NULL DEFAULT 0,
     -- Copy speed over the last batches.
@@ -48,6 +50,9 @@ CREATE TABLE IF NOT EXISTS tenant_migrations (
 
 -- At most one migration per tenant that still holds anything: until it is MIGRATED or
 -- ROLLED_BACK (a FAILED migration keeps its copied rows and can be resumed or aborted).
+-- Added after the first version of this file.
+ALTER TABLE tenant_migrations ADD COLUMN IF NOT EXISTS last_target_position bigint NOT NULL DEFAULT 0;
+
 CREATE UNIQUE INDEX IF NOT EXISTS tenant_migrations_one_active
     ON tenant_migrations (tenant_id)
  WHERE state NOT IN ('MIGRATED', 'ROLLED_BACK');
@@ -56,20 +61,27 @@ CREATE INDEX IF NOT EXISTS tenant_migrations_tenant ON tenant_migrations (tenant
 
 -- ---------------------------------------------------------------------------------------------
 -- migration_position_mappings: where each copied event landed. A source position translates to
--- the target position of the same event (subscription checkpoints at cutover). No foreign key
--- to tenant_migrations: the copier writes one row per copied event, and a per-row referential
--- check would cost the control store as much as the rows themselves. Only the coordinator
--- writes here, for migrations it created; abort deletes a migration's rows.
+-- the target position of the same event (subscription checkpoints at cutover).
+--
+-- The copier writes one row per copied event, so this table is kept cheap to write: no foreign
+-- key to tenant_migrations (a per-row referential check), and a BRIN index rather than a
+-- b-tree: rows arrive in source-position order, batch after batch, so block ranges summarise
+-- them well and a lookup of a position reads a few blocks. Only the coordinator writes here,
+-- for migrations it created, each source position once; abort deletes a migration's rows.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE IF NOT EXISTS migration_position_mappings (
     migration_id    bigint NOT NULL,
     source_position bigint NOT NULL,
     target_position bigint NOT NULL,
-    event_id        uuid NOT NULL,
-    PRIMARY KEY (migration_id, source_position)
+    event_id        uuid NOT NULL
 );
 ALTER TABLE migration_position_mappings
     DROP CONSTRAINT IF EXISTS migration_position_mappings_migration_id_fkey;
+ALTER TABLE migration_position_mappings
+    DROP CONSTRAINT IF EXISTS migration_position_mappings_pkey;
+CREATE INDEX IF NOT EXISTS migration_position_mappings_positions
+    ON migration_position_mappings USING brin (migration_id, source_position)
+  WITH (pages_per_range = 16);
 
 -- ---------------------------------------------------------------------------------------------
 -- migration_audit_log: what happened to each migration, who did it, when. Append-only: the

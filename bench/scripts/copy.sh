@@ -45,6 +45,7 @@ DOCS="$EVSHIFT_ROOT/docs/benchmarks.md"
 
 ensure_postgres
 build_evshift release
+LOAD_BEFORE="$(cut -d' ' -f1 /proc/loadavg)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/evshift-copy.XXXXXX")"
 defer rm -rf "$WORK"
 
@@ -79,6 +80,22 @@ seed "$BIG_TENANT" "$COPY_EVENTS"
 seed "$SMALL_TENANT" "$COPY_SMALL_EVENTS"
 psql_src -c "VACUUM ANALYZE events"
 
+# cluster_ticks NAME: CPU clock ticks of the cluster's postmaster and its reaped children
+# (every backend that served a connection and exited).
+cluster_ticks() {
+    local pid
+    pid="$(head -1 "$(pg_dir "$1")/data/postmaster.pid")"
+    awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat"
+}
+TICKS="$(getconf CLK_TCK)"
+# clusters_ticks NAME...: the sum over clusters.
+clusters_ticks() {
+    local total=0 name
+    for name in "$@"; do total=$((total + $(cluster_ticks "$name"))); done
+    echo "$total"
+}
+seconds_of() { printf '%.1f' "$(echo "$1 / $TICKS" | bc -l)"; }
+
 reset_target() {
     psql_tgt -c "TRUNCATE events, snapshots" -c "CHECKPOINT"
     psql_src -c "CHECKPOINT"
@@ -87,7 +104,10 @@ reset_target() {
 # pipe_run: seconds for the raw pipe of the big tenant.
 pipe_run() {
     reset_target
-    local start end
+    local start end before clients s0
+    before="$(clusters_ticks source target)"
+    s0="$(cluster_ticks source)"
+    clients="$(awk '{print $16 + $17}' /proc/$$/stat)"
     start="$(date +%s.%N)"
     "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$SOURCE_PORT" -U postgres \
         -d postgres -c "COPY (SELECT $COLUMNS FROM events WHERE tenant_id = '$BIG_TENANT'
@@ -95,6 +115,11 @@ pipe_run() {
         "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$TARGET_PORT" -U postgres \
             -d postgres -c "COPY events ($COLUMNS) FROM STDIN (FORMAT BINARY)"
     end="$(date +%s.%N)"
+    # The servers' ticks once their backends exited, plus both psql processes (reaped
+    # children of this shell).
+    sleep 1
+    log "pipe: CPU ticks: source $(($(cluster_ticks source) - s0)), target and psql $(($(clusters_ticks source target) - before - $(cluster_ticks source) + s0 + $(awk '{print $16 + $17}' /proc/$$/stat) - clients))"
+    PIPE_CPU+=("$(($(clusters_ticks source target) - before + $(awk '{print $16 + $17}' /proc/$$/stat) - clients))")
     local copied
     copied="$(psql_tgt -At -c "SELECT count(*) FROM events")"
     [[ "$copied" == "$COPY_EVENTS" ]] || die "the pipe copied $copied events"
@@ -134,35 +159,50 @@ EOF
     start_bg "$WORK/evshift-$run.log" "$EVSHIFT_BIN" serve --config "$config"
     pid="$BG_PID"
     wait_for_pg 127.0.0.1 "$port" 30 "$pid"
+    local before s0 t0 c0
+    before="$(clusters_ticks source target control)"
+    s0="$(cluster_ticks source)"
+    t0="$(cluster_ticks target)"
+    c0="$(cluster_ticks control)"
     "$EVSHIFT_BIN" ctl --socket "$socket" migrate "$tenant" --to target >&2
     "$EVSHIFT_BIN" ctl --socket "$socket" watch "$tenant" --until DUAL_WRITE --interval-ms 200 \
         >/dev/null
     local rss seconds copied
     rss="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")"
+    local own
+    own="$(awk '{print $14 + $15}' "/proc/$pid/stat")"
     seconds="$(psql_to 127.0.0.1 "$CONTROL_PORT" "$db" -At -c \
         "SELECT extract(epoch FROM bulk_copy_completed_at - started_at) FROM tenant_migrations")"
     copied="$(psql_tgt -At -c "SELECT count(*) FROM events")"
     [[ "$copied" == "$events" ]] || die "evshift copied $copied events, expected $events"
     stop_pid "$pid"
-    echo "$seconds $rss"
+    # Once evshift's backends exited, the servers' ticks include them.
+    sleep 1
+    log "evshift run $run: CPU ticks: source $(($(cluster_ticks source) - s0)), target $(($(cluster_ticks target) - t0)), control $(($(cluster_ticks control) - c0)), evshift $own"
+    echo "$seconds $rss $(($(clusters_ticks source target control) - before + own))"
 }
 
 median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 PIPE_TIMES=()
+PIPE_CPU=()
 EVSHIFT_TIMES=()
+EVSHIFT_CPU=()
 BIG_RSS=0
 for ((r = 1; r <= COPY_REPEATS; r++)); do
     log "run $r/$COPY_REPEATS: raw pipe"
-    PIPE_TIMES+=("$(pipe_run)")
+    # Not in a subshell: pipe_run records its CPU in PIPE_CPU.
+    pipe_run >"$WORK/pipe.out"
+    PIPE_TIMES+=("$(cat "$WORK/pipe.out")")
     log "run $r/$COPY_REPEATS: evshift"
-    read -r seconds rss < <(evshift_run "big$r" "$BIG_TENANT" "$COPY_EVENTS")
+    read -r seconds rss cpu < <(evshift_run "big$r" "$BIG_TENANT" "$COPY_EVENTS")
     EVSHIFT_TIMES+=("$seconds")
+    EVSHIFT_CPU+=("$cpu")
     ((rss > BIG_RSS)) && BIG_RSS="$rss"
-    log "run $r: pipe ${PIPE_TIMES[-1]} s, evshift $seconds s, peak RSS $rss kB"
+    log "run $r: pipe ${PIPE_TIMES[-1]} s ($(seconds_of "${PIPE_CPU[-1]}") CPU s), evshift $seconds s ($(seconds_of "$cpu") CPU s), peak RSS $rss kB"
 done
 log "evshift: $COPY_SMALL_EVENTS events (for the peak RSS)"
-read -r small_seconds SMALL_RSS < <(evshift_run small "$SMALL_TENANT" "$COPY_SMALL_EVENTS")
+read -r small_seconds SMALL_RSS _ < <(evshift_run small "$SMALL_TENANT" "$COPY_SMALL_EVENTS")
 
 PIPE_MEDIAN="$(printf '%s\n' "${PIPE_TIMES[@]}" | median)"
 EVSHIFT_MEDIAN="$(printf '%s\n' "${EVSHIFT_TIMES[@]}" | median)"
@@ -172,7 +212,12 @@ EVSHIFT_RATE="$(rate "$EVSHIFT_MEDIAN")"
 RATIO="$(printf '%.2f' "$(echo "$EVSHIFT_RATE / $PIPE_RATE" | bc -l)")"
 SMALL_RATE="$(printf '%.0f' "$(echo "$COPY_SMALL_EVENTS / $small_seconds" | bc -l)")"
 mb() { printf '%.1f' "$(echo "$1 / 1024" | bc -l)"; }
+PIPE_CPU_MEDIAN="$(printf '%s\n' "${PIPE_CPU[@]}" | median)"
+EVSHIFT_CPU_MEDIAN="$(printf '%s\n' "${EVSHIFT_CPU[@]}" | median)"
+CPU_RATIO="$(printf '%.2f' "$(echo "$EVSHIFT_CPU_MEDIAN / $PIPE_CPU_MEDIAN" | bc -l)")"
+cpu_list() { local t out=""; for t in "$@"; do out+="$(seconds_of "$t") "; done; echo "${out% }"; }
 
+LOAD_AFTER="$(cut -d' ' -f1 /proc/loadavg)"
 COMMIT="$(git -C "$EVSHIFT_ROOT" rev-parse --short HEAD)"
 DIRTY=""
 if ! git -C "$EVSHIFT_ROOT" diff --quiet HEAD -- control proxy; then
@@ -193,15 +238,20 @@ the position mappings per batch, snapshots). Peak RSS is evshift's \`VmHWM\` aft
 
 - Command: \`COPY_EVENTS=$COPY_EVENTS COPY_SMALL_EVENTS=$COPY_SMALL_EVENTS COPY_REPEATS=$COPY_REPEATS COPY_BATCH=$COPY_BATCH bench/scripts/copy.sh\`
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC'); evshift release build of commit $COMMIT$DIRTY
-- Machine: \`nproc\` = $(nproc), $(free -g | awk '/^Mem:/ {print $2}') GiB, \`uname -r\` = $(uname -r); source, target, control store, evshift and psql share the machine
+- Machine: \`nproc\` = $(nproc), $(free -g | awk '/^Mem:/ {print $2}') GiB, \`uname -r\` = $(uname -r); source, target, control store, evshift and psql share the machine; load average $LOAD_BEFORE before the run, $LOAD_AFTER after it (other work on the machine slows both sides alike: the runs are interleaved)
 - PostgreSQL: $("$PG_BINDIR/postgres" --version | sed 's/^postgres (PostgreSQL) //'), fsync = off, throwaway clusters
 
-| copy of $COPY_EVENTS events | seconds (median of $COPY_REPEATS) | events/s | vs pipe |
-|---|---:|---:|---:|
-| raw pipe (psql COPY BINARY \\| psql COPY FROM) | $(printf '%.1f' "$PIPE_MEDIAN") | $PIPE_RATE | 1.00 |
-| evshift bulk copy | $(printf '%.1f' "$EVSHIFT_MEDIAN") | $EVSHIFT_RATE | $RATIO |
+| copy of $COPY_EVENTS events | seconds (median of $COPY_REPEATS) | events/s | vs pipe | CPU seconds (median) | CPU vs pipe |
+|---|---:|---:|---:|---:|---:|
+| raw pipe (psql COPY BINARY \\| psql COPY FROM) | $(printf '%.1f' "$PIPE_MEDIAN") | $PIPE_RATE | 1.00 | $(seconds_of "$PIPE_CPU_MEDIAN") | 1.00 |
+| evshift bulk copy | $(printf '%.1f' "$EVSHIFT_MEDIAN") | $EVSHIFT_RATE | $RATIO | $(seconds_of "$EVSHIFT_CPU_MEDIAN") | $CPU_RATIO |
 
-Every run (seconds): pipe ${PIPE_TIMES[*]}; evshift ${EVSHIFT_TIMES[*]}.
+CPU seconds: everything each side burns, whatever else runs on the machine: for the pipe the
+source and target servers and both psql processes; for evshift the source, target and control
+servers and evshift itself.
+
+Every run (seconds): pipe ${PIPE_TIMES[*]}; evshift ${EVSHIFT_TIMES[*]}. CPU seconds: pipe
+$(cpu_list "${PIPE_CPU[@]}"); evshift $(cpu_list "${EVSHIFT_CPU[@]}").
 
 | evshift peak RSS | $COPY_SMALL_EVENTS events | $COPY_EVENTS events |
 |---|---:|---:|

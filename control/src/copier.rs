@@ -6,17 +6,20 @@
 //! at a few batches whatever the tenant's size:
 //!
 //! 1. read: the stream is cut into rows (not decoded) and grouped into batches;
-//! 2. write: each batch goes into a temporary staging table on the target (`COPY ... FROM
-//!    STDIN (FORMAT BINARY)`, the bytes as the source sent them), then `INSERT INTO events ...
-//!    SELECT ... ORDER BY source_position ON CONFLICT (event_id) DO NOTHING RETURNING ...`, one
-//!    target transaction per batch. `txid` is written NULL; the target assigns its own
-//!    `global_position`, in source order;
-//! 3. checkpoint: the batch's position mappings and the new checkpoint commit in one
-//!    control-store transaction.
+//! 2. write: in the bulk pass, each batch gets target positions from the target's own
+//!    sequence, handed out in batch order, and is `COPY`'d straight into `events` with its first
+//!    field rewritten to those positions and `txid` NULL; two batches are written at once on
+//!    two connections, yet target positions follow source order. A batch that meets rows
+//!    already there is written idempotently instead. The tail writes one batch at a time
+//!    through a temporary staging table and `INSERT INTO events ... SELECT ... ORDER BY
+//!    source_position ON CONFLICT (event_id) DO NOTHING RETURNING ...`;
+//! 3. checkpoint: the batch's position mappings (binary COPY) and the new checkpoint commit in
+//!    one control-store transaction, in batch order.
 //!
-//! A crash between 2 and 3 re-copies that batch on resume: the conflict clause skips the rows
-//! and the mappings are read back from the target. The target therefore never holds a row
-//! twice, and never misses one below the checkpoint.
+//! A crash between 2 and 3 leaves rows on the target above the last checkpoint: the next bulk
+//! pass deletes them first and copies them again in order (see `discard_unrecorded`); the tail
+//! skips them by the conflict clause and reads their positions back. The target therefore never
+//! holds a row twice, and never misses one below the checkpoint.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -199,12 +202,12 @@ impl Copier {
             })
     }
 
-    /// The target's sequence behind `events.global_position`.
-    async fn position_sequence(&self) -> Result<String, Failure> {
+    /// The OID of the target's sequence behind `events.global_position`.
+    async fn position_sequence(&self) -> Result<u32, Failure> {
         let row = self
             .target
             .query_one(
-                "SELECT pg_get_serial_sequence('events', 'global_position')",
+                "SELECT pg_get_serial_sequence('events', 'global_position')::regclass::oid",
                 &[],
             )
             .await
@@ -217,7 +220,7 @@ impl Copier {
                     &e,
                 )
             })?;
-        row.get::<_, Option<String>>(0).ok_or_else(|| {
+        row.get::<_, Option<u32>>(0).ok_or_else(|| {
             Failure::Permanent(format!(
                 "events.global_position on target store {:?} has no sequence",
                 self.target_store
@@ -261,7 +264,7 @@ impl Copier {
         };
         let sequence = match mode {
             WriteMode::Bulk => self.position_sequence().await?,
-            WriteMode::Idempotent => String::new(),
+            WriteMode::Idempotent => 0,
         };
         let pool = WriterPool::new(std::mem::take(&mut self.writers));
         let writer = BatchWriter {
@@ -485,8 +488,8 @@ impl WriterPool {
 struct BatchWriter<'a> {
     /// Takes target positions from the target's sequence, in batch order.
     allocator: &'a Client,
-    /// The name of that sequence.
-    sequence: String,
+    /// The OID of that sequence.
+    sequence: u32,
     pool: &'a WriterPool,
     store: &'a str,
     mode: WriteMode,
@@ -534,12 +537,16 @@ impl BatchWriter<'_> {
     /// `count` new positions from the target's `events` sequence, ascending.
     async fn allocate(&self, count: usize) -> Result<Vec<i64>, Failure> {
         let count = i32::try_from(count).unwrap_or(i32::MAX);
-        // The sequence is a bound parameter, so resolved once per statement, not per row.
+        // The sequence by OID, a literal: folded once when the statement is planned (a name
+        // would be looked up again for every row).
         let rows = self
             .allocator
             .query(
-                "SELECT nextval($1::text::regclass) FROM generate_series(1, $2::int)",
-                &[&self.sequence, &count],
+                &format!(
+                    "SELECT nextval({}::oid::regclass) FROM generate_series(1, $1::int)",
+                    self.sequence
+                ),
+                &[&count],
             )
             .await
             .map_err(|e| self.failure("allocate positions", &e))?;

@@ -447,7 +447,8 @@ impl MigrationStore {
         transaction
             .execute(
                 "UPDATE tenant_migrations
-                    SET paused = true, last_source_position = 0, events_copied = 0,
+                    SET paused = true, last_source_position = 0, last_target_position = 0,
+                        events_copied = 0,
                         progress_percentage = 0, lag_events = events_total, updated_at = now()
                   WHERE id = $1",
                 &[&id],
@@ -490,6 +491,7 @@ impl MigrationStore {
             .query_opt(
                 "UPDATE tenant_migrations SET
                         last_source_position = $2,
+                        last_target_position = $5,
                         events_copied = events_copied + $3,
                         events_total = GREATEST(events_total, events_copied + $3),
                         lag_events = GREATEST(events_total - (events_copied + $3), 0),
@@ -506,6 +508,7 @@ impl MigrationStore {
                     &batch.last_source_position,
                     &batch.events,
                     &batch.events_per_second,
+                    &batch.target_positions.last().copied().unwrap_or(0),
                 ],
             )
             .await
@@ -520,12 +523,12 @@ impl MigrationStore {
         let row = self
             .client
             .query_opt(
-                "SELECT target_position FROM migration_position_mappings
-                  WHERE migration_id = $1 ORDER BY source_position DESC LIMIT 1",
+                "SELECT last_target_position FROM tenant_migrations
+                  WHERE id = $1 AND last_source_position > 0",
                 &[&id],
             )
             .await
-            .map_err(|e| self.error(&format!("read the mappings of migration {id}"), &e))?;
+            .map_err(|e| self.error(&format!("read the checkpoint of migration {id}"), &e))?;
         Ok(row.map(|r| r.get(0)))
     }
 
