@@ -324,11 +324,12 @@ _port_in_use() {
 }
 
 # free_port: print a TCP port on 127.0.0.1 that nothing listens on and that this script has not
-# handed out before.
+# handed out before. Below Linux's ephemeral range (32768-60999), so that no outgoing
+# connection's local port can make the bind fail later.
 free_port() {
     local port tries
     for ((tries = 0; tries < 200; tries++)); do
-        port=$((20000 + RANDOM % 30000))
+        port=$((20000 + RANDOM % 12000))
         if [[ "$_TAKEN_PORTS" == *" $port "* ]] || _port_in_use "$port"; then
             continue
         fi

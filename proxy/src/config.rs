@@ -491,6 +491,22 @@ impl StoreEndpoint {
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+
+    /// A tokio-postgres configuration for evshift's own side connections to this store
+    /// (lookups, the control socket's checks), named `application_name` on the store.
+    pub fn client_config(&self, application_name: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.database)
+            .application_name(application_name);
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        config
+    }
 }
 
 #[cfg(test)]

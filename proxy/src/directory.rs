@@ -144,17 +144,9 @@ impl AggregateDirectory {
     }
 
     async fn open(&self, index: usize) -> Result<LookupConnection, String> {
-        let endpoint = &self.stores[index].endpoint;
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&endpoint.host)
-            .port(endpoint.port)
-            .user(&endpoint.user)
-            .dbname(&endpoint.database)
-            .application_name("evshift-directory");
-        if let Some(password) = &endpoint.password {
-            config.password(password);
-        }
+        let config = self.stores[index]
+            .endpoint
+            .client_config("evshift-directory");
         let (client, driver) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = driver.await;

@@ -193,18 +193,7 @@ impl Router {
                 b'P' | b'B' | b'D' | b'E' | b'C' => self.batch.push(frame),
                 b'd' | b'c' | b'f' => self.forward(self.last_store, &frame),
                 // FunctionCall and anything else valid: a unit of its own, keyless.
-                _ => {
-                    let target = self.keyless_target();
-                    self.dispatch(
-                        target,
-                        BytesMut::from(&frame.bytes[..]),
-                        1,
-                        false,
-                        Vec::new(),
-                        &[],
-                    )
-                    .await;
-                }
+                _ => self.dispatch_keyless(&frame).await,
             }
         }
         if drained && self.batch.iter().any(|f| f.tag == b'E') {
@@ -298,21 +287,21 @@ impl Router {
         self.pending.push(Pending::Synthetic(out));
     }
 
+    /// Sends one message that names no key (a FunctionCall, a Query that is not UTF-8) as a
+    /// unit of its own, owed one ReadyForQuery.
+    async fn dispatch_keyless(&mut self, frame: &Frame) {
+        let target = self.keyless_target();
+        let payload = BytesMut::from(&frame.bytes[..]);
+        self.dispatch(target, payload, 1, false, Vec::new(), &[])
+            .await;
+    }
+
     // ----- simple Query -------------------------------------------------------------------
 
     async fn on_query(&mut self, frame: Frame) -> Result<(), RouterError> {
         let Some(sql) = frontend::query_text(frame.body()) else {
             // Not UTF-8: the store answers with its own error.
-            let target = self.keyless_target();
-            self.dispatch(
-                target,
-                BytesMut::from(&frame.bytes[..]),
-                1,
-                false,
-                Vec::new(),
-                &[],
-            )
-            .await;
+            self.dispatch_keyless(&frame).await;
             return Ok(());
         };
         let classified = Arc::new(self.shared.classifier.classify(sql));

@@ -228,18 +228,8 @@ impl ControlApi {
 /// A direct connection to `store` with its configured credentials (the same ones backend
 /// sessions use).
 async fn connect(store: &Store, timeout: Duration) -> Result<tokio_postgres::Client, ControlError> {
-    let endpoint = &store.endpoint;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&endpoint.host)
-        .port(endpoint.port)
-        .user(&endpoint.user)
-        .dbname(&endpoint.database)
-        .application_name("evshift-control-socket")
-        .connect_timeout(timeout);
-    if let Some(password) = &endpoint.password {
-        config.password(password);
-    }
+    let mut config = store.endpoint.client_config("evshift-control-socket");
+    config.connect_timeout(timeout);
     let connected = tokio::time::timeout(timeout, config.connect(NoTls))
         .await
         .map_err(|_| {
