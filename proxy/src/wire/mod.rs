@@ -7,7 +7,6 @@
 pub mod frame;
 pub mod frontend;
 pub mod messages;
-pub mod scanner;
 pub mod startup;
 
 pub use frame::{Frame, FrameError};
