@@ -453,30 +453,22 @@ impl Router {
             }
         }
         // What the batch executes, with its parameters.
-        let mut bound: Vec<(Arc<Classified>, &[u8], String)> = Vec::new();
+        let mut bound: Vec<(Arc<Classified>, BindMessage)> = Vec::new();
         for frame in frames.iter().filter(|f| f.tag == b'B') {
             let bind = frontend::bind_message(frame.body())?;
             if let Some(statement) = self.statements.get(bind.statement) {
-                bound.push((
-                    Arc::clone(&statement.classified),
-                    frame.body(),
-                    bind.statement.to_string(),
-                ));
+                bound.push((Arc::clone(&statement.classified), bind));
             }
         }
         let kinds: Vec<StatementKind> = bound
             .iter()
-            .flat_map(|(c, _, _)| c.statements.iter().map(|s| s.kind.clone()))
+            .flat_map(|(c, _)| c.statements.iter().map(|s| s.kind.clone()))
             .collect();
         if self.answer_transaction_batch(&frames, &kinds, sync) {
             return Ok(());
         }
-        let binds: Vec<BindMessage> = bound
-            .iter()
-            .filter_map(|(_, body, _)| frontend::bind_message(body).ok())
-            .collect();
         let mut statements: Vec<(&StatementInfo, Option<&BindMessage>)> = Vec::new();
-        for ((classified, _, _), bind) in bound.iter().zip(binds.iter()) {
+        for (classified, bind) in &bound {
             for info in &classified.statements {
                 statements.push((info, Some(bind)));
             }
@@ -500,12 +492,12 @@ impl Router {
         };
         let needed: Vec<String> = bound
             .iter()
-            .map(|(_, _, name)| name.clone())
+            .map(|(_, bind)| bind.statement.to_string())
             .filter(|name| !parsed_here.iter().any(|(n, _)| n == name))
             .collect();
-        let copies = bound.iter().any(|(_, _, name)| {
+        let copies = bound.iter().any(|(_, bind)| {
             self.statements
-                .get(name)
+                .get(bind.statement)
                 .is_some_and(|statement| statement.copy_from_stdin)
         });
         // The store ignores a Sync sent with a COPY's Execute: the unit stays open until the
