@@ -38,6 +38,7 @@ use crate::migration_store::{BatchRecord, MigrationStore};
 use crate::rate_limit::RateLimiter;
 use crate::retry::Failure;
 use crate::store_directory::StoreDirectory;
+use crate::tail_window::{Probe, ReadPlan, TailWindow};
 
 /// Batches buffered between two stages.
 const STAGE_BUFFER: usize = 2;
@@ -83,6 +84,18 @@ pub struct PassOutcome {
     pub checkpoint: i64,
     /// The pass ended early: stop was requested, or the migration was paused.
     pub stopped: bool,
+}
+
+/// What one pass reads and how it writes.
+pub struct PassScope<'a> {
+    /// Rows at most (a tail round), or all.
+    pub limit: Option<u64>,
+    pub mode: WriteMode,
+    /// The driver's window of rows that may commit below the checkpoint.
+    pub window: &'a mut TailWindow,
+    /// The tenant is held with nothing in flight (the cutover's final tail): every committed
+    /// row is final, so the horizon is not applied.
+    pub quiescent: bool,
 }
 
 /// How a pass writes to the target.
@@ -168,15 +181,33 @@ impl Copier {
         })
     }
 
-    /// The source's horizon now: `pg_snapshot_xmin(pg_current_snapshot())`, the oldest
-    /// transaction still in flight. Rows written by older transactions are all committed.
-    async fn horizon(&self) -> Result<String, Failure> {
+    /// The source's horizon, next xid and position sequence now, in one snapshot (see
+    /// [`TailWindow`]).
+    async fn probe(&self) -> Result<Probe, Failure> {
         let row = self
             .source
-            .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])
+            .query_one(
+                "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text,
+                        COALESCE(pg_sequence_last_value(
+                            pg_get_serial_sequence('events', 'global_position')::regclass), 0)
+                   FROM pg_current_snapshot() AS s",
+                &[],
+            )
             .await
             .map_err(|e| self.source_failure("read the horizon", &e))?;
-        Ok(row.get(0))
+        let number = |i: usize| -> Result<u64, Failure> {
+            row.get::<_, String>(i).parse().map_err(|e| {
+                Failure::Permanent(format!(
+                    "source store {:?}: bad xid: {e}",
+                    self.source_store
+                ))
+            })
+        };
+        Ok(Probe {
+            horizon: number(0)?,
+            xmax: number(1)?,
+            sequence: row.get(2),
+        })
     }
 
     /// Deletes the tenant's rows from the target above `target_position` (all of them for
@@ -247,14 +278,21 @@ impl Copier {
     pub async fn pass(
         &mut self,
         checkpoint: i64,
-        limit: Option<u64>,
-        mode: WriteMode,
+        scope: PassScope<'_>,
         control: &mut MigrationStore,
         rate: &mut RateLimiter,
         stop: &CancellationToken,
     ) -> Result<PassOutcome, Failure> {
-        let horizon = self.horizon().await?;
-        let query = self.copy_query(checkpoint, &horizon, limit);
+        let PassScope {
+            limit,
+            mode,
+            window,
+            quiescent,
+        } = scope;
+        let probe = self.probe().await?;
+        let plan = window.plan(checkpoint);
+        let horizon = (!quiescent).then_some(probe.horizon);
+        let query = self.copy_query(&plan, horizon, limit);
         let (batches_tx, batches_rx) = mpsc::channel(STAGE_BUFFER);
         let (written_tx, written_rx) = mpsc::channel(STAGE_BUFFER);
         let pass_stop = stop.child_token();
@@ -294,20 +332,27 @@ impl Copier {
         self.writers = pool.into_clients();
         let ((), (), mut outcome) = result?;
         outcome.stopped = pass_stop.is_cancelled();
+        let read_everything = !outcome.stopped && limit.is_none_or(|n| outcome.copied < n);
+        if read_everything {
+            window.completed(probe);
+        }
         Ok(outcome)
     }
 
     /// `COPY (SELECT ...) TO STDOUT`: COPY takes no parameters, so the values are inlined;
-    /// all three are typed values formatted here (a UUID, an integer, an xid8 number).
-    fn copy_query(&self, checkpoint: i64, horizon: &str, limit: Option<u64>) -> String {
-        let horizon: u64 = horizon.parse().unwrap_or(0);
+    /// all are typed values formatted here (a UUID, integers, xid8 numbers). Without a horizon
+    /// (the tenant is held, nothing of it in flight) every committed row is read.
+    fn copy_query(&self, plan: &ReadPlan, horizon: Option<u64>, limit: Option<u64>) -> String {
         let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+        let horizon = horizon
+            .map(|h| format!(" AND (txid IS NULL OR txid < '{h}'::xid8)"))
+            .unwrap_or_default();
         format!(
             "COPY (SELECT {SOURCE_COLUMNS} FROM events
-                    WHERE tenant_id = '{tenant}' AND global_position > {checkpoint}
-                      AND (txid IS NULL OR txid < '{horizon}'::xid8)
+                    WHERE tenant_id = '{tenant}' AND {window}{horizon}
                     ORDER BY global_position{limit}) TO STDOUT (FORMAT BINARY)",
-            tenant = self.tenant
+            tenant = self.tenant,
+            window = plan.condition(),
         )
     }
 
@@ -747,7 +792,8 @@ async fn record_batches(
             (outcome.copied + record.events as u64) as f64 / elapsed.as_secs_f64();
         let paused = control.record_batch(migration_id, &record).await?;
         outcome.copied += record.events as u64;
-        outcome.checkpoint = record.last_source_position;
+        // Rows that committed late below the checkpoint never move it back.
+        outcome.checkpoint = outcome.checkpoint.max(record.last_source_position);
         if paused {
             stop.cancel();
         }

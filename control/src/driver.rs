@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::copier::{Copier, CopyJob, WriteMode};
+use crate::copier::{Copier, CopyJob, PassScope, WriteMode};
 use crate::error::ControlError;
 use crate::event_schema;
 use crate::migration::MigrationStatus;
@@ -32,6 +32,7 @@ use crate::retry::{Failure, RetryPolicy};
 use crate::routing::MigrationState;
 use crate::settings::MigrationSettings;
 use crate::store_directory::StoreDirectory;
+use crate::tail_window::TailWindow;
 use crate::transitions;
 
 /// How often a driver asks again for a tenant lock that another coordinator holds.
@@ -133,6 +134,7 @@ pub(crate) fn spawn(context: Arc<Context>, id: i64, tenant: Uuid) -> DriverHandl
         cancel: cancel.clone(),
         wake: Arc::clone(&wake),
         progress: 0,
+        window: TailWindow::new(),
     };
     let span = tracing::info_span!("migration", migration_id = id, tenant_id = %tenant);
     let task = tokio::spawn(driver.run().instrument(span));
@@ -149,6 +151,8 @@ struct Driver {
     retry: RetryPolicy,
     /// Rows copied by this driver, to tell an attempt that progressed from one that did not.
     progress: u64,
+    /// Which rows may still commit below the checkpoint (kept across attempts).
+    window: TailWindow,
 }
 
 impl Driver {
@@ -304,8 +308,12 @@ impl Driver {
         let outcome = copier
             .pass(
                 migration.last_source_position,
-                None,
-                WriteMode::Bulk,
+                PassScope {
+                    limit: None,
+                    mode: WriteMode::Bulk,
+                    window: &mut self.window,
+                    quiescent: false,
+                },
                 control,
                 &mut rate,
                 &self.cancel,
@@ -349,8 +357,12 @@ impl Driver {
             let outcome = copier
                 .pass(
                     checkpoint,
-                    Some(limit),
-                    WriteMode::Idempotent,
+                    PassScope {
+                        limit: Some(limit),
+                        mode: WriteMode::Idempotent,
+                        window: &mut self.window,
+                        quiescent: false,
+                    },
                     control,
                     &mut rate,
                     &self.cancel,

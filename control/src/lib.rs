@@ -36,6 +36,7 @@ pub mod routing;
 pub mod schema;
 pub mod settings;
 pub mod store_directory;
+pub mod tail_window;
 pub mod transitions;
 
 pub use control_store::ControlStore;

@@ -490,8 +490,8 @@ impl MigrationStore {
         let row = transaction
             .query_opt(
                 "UPDATE tenant_migrations SET
-                        last_source_position = $2,
-                        last_target_position = $5,
+                        last_source_position = GREATEST(last_source_position, $2),
+                        last_target_position = GREATEST(last_target_position, $5),
                         events_copied = events_copied + $3,
                         events_total = GREATEST(events_total, events_copied + $3),
                         lag_events = GREATEST(events_total - (events_copied + $3), 0),
@@ -501,7 +501,7 @@ impl MigrationStore {
                                             / GREATEST(events_total, events_copied + $3)) END,
                         events_per_second = $4,
                         updated_at = now()
-                  WHERE id = $1 AND last_source_position < $2
+                  WHERE id = $1
                   RETURNING paused",
                 &[
                     &id,
