@@ -446,6 +446,53 @@ impl Copier {
     }
 }
 
+/// Prepares a target session for [`copy_events`] (its staging tables).
+pub(crate) async fn prepare_target(target: &Client, store: &str) -> Result<(), Failure> {
+    target.batch_execute(STAGING_DDL).await.map_err(|e| {
+        Failure::from_pg(
+            &format!("create the staging tables on target store {store:?}"),
+            &e,
+        )
+    })
+}
+
+/// Copies the committed rows of `tenant` among `event_ids` from the source to the target
+/// (dual-write): the committed rows themselves, never a re-run of the statement; rows already
+/// there are skipped. Returns how many rows the source had. The tail records their position
+/// mappings when it reaches them.
+pub(crate) async fn copy_events(
+    source: &Client,
+    source_store: &str,
+    target: &mut Client,
+    target_store: &str,
+    tenant: Uuid,
+    event_ids: &[Uuid],
+) -> Result<u64, Failure> {
+    if event_ids.is_empty() {
+        return Ok(0);
+    }
+    // COPY takes no parameters: the ids are UUIDs formatted here.
+    let list: Vec<String> = event_ids.iter().map(|id| format!("'{id}'")).collect();
+    let query = format!(
+        "COPY (SELECT {SOURCE_COLUMNS} FROM events
+                WHERE tenant_id = '{tenant}' AND event_id IN ({})
+                ORDER BY global_position) TO STDOUT (FORMAT BINARY)",
+        list.join(",")
+    );
+    let (batches_tx, mut batches_rx) = mpsc::channel(STAGE_BUFFER);
+    let read = read_batches(source, source_store, &query, event_ids.len(), batches_tx);
+    let write = async {
+        let mut copied = 0u64;
+        while let Some(batch) = batches_rx.recv().await {
+            insert_batch(target, target_store, &batch, None).await?;
+            copied += batch.rows.len() as u64;
+        }
+        Ok::<u64, Failure>(copied)
+    };
+    let ((), copied) = futures::try_join!(read, write)?;
+    Ok(copied)
+}
+
 /// Stage 1: the source stream cut into batches. Ends quietly if the writer stopped.
 async fn read_batches(
     source: &Client,

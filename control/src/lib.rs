@@ -21,6 +21,7 @@ pub mod coordinator;
 pub mod copier;
 pub mod copy_format;
 mod driver;
+pub mod dual_write;
 pub mod error;
 pub mod event_schema;
 pub mod gate;
