@@ -73,6 +73,22 @@ pub enum ControlError {
     #[error("store {store:?} has an events schema evshift cannot copy: {detail}")]
     SchemaMismatch { store: String, detail: String },
 
+    /// Verification found the target different from the source (DESIGN §9).
+    #[error("migration {migration_id}: the target differs from the source: {summary}")]
+    Consistency { migration_id: i64, summary: String },
+
+    /// A source position cannot be translated to a target position (DESIGN §10).
+    #[error("migration {migration_id}: cannot translate source position {position}: {reason}")]
+    PositionMapping {
+        migration_id: i64,
+        position: i64,
+        reason: String,
+    },
+
+    /// Named subscriptions have no checkpoint where the migration's subscribers keep them.
+    #[error("no checkpoint for subscription(s) {names} on store(s) {stores}")]
+    SubscriptionNotFound { names: String, stores: String },
+
     /// A bug in evshift: something that cannot happen did.
     #[error("internal error: {0}")]
     Internal(String),
@@ -95,6 +111,9 @@ impl ControlError {
             ControlError::InvalidStateTransition { .. } => "InvalidStateTransitionError",
             ControlError::SameStore { .. } => "SameStoreError",
             ControlError::SchemaMismatch { .. } => "SchemaMismatchError",
+            ControlError::Consistency { .. } => "ConsistencyError",
+            ControlError::PositionMapping { .. } => "PositionMappingError",
+            ControlError::SubscriptionNotFound { .. } => "SubscriptionNotFoundError",
             ControlError::Internal(_) => "InternalError",
         }
     }
@@ -216,6 +235,19 @@ mod tests {
             ControlError::SchemaMismatch {
                 store: "x".into(),
                 detail: "payload is json".into(),
+            },
+            ControlError::Consistency {
+                migration_id: 7,
+                summary: "1 event missing".into(),
+            },
+            ControlError::PositionMapping {
+                migration_id: 7,
+                position: 12,
+                reason: "no mappings".into(),
+            },
+            ControlError::SubscriptionNotFound {
+                names: "orders".into(),
+                stores: "shared".into(),
             },
             ControlError::Internal("x".into()),
         ];

@@ -14,6 +14,9 @@
 //! - [`copier`]: the bulk copy and the tail ([`copy_format`]: binary COPY rows);
 //!   [`event_schema`]: the stores' schema; [`rollback`]: removing a tenant from a target.
 //! - [`gate`]: the `TrafficGate` the data plane implements for the cutover.
+//! - [`verification`]: count, hash and full comparison of a target with its source.
+//! - [`positions`]: source to target positions; [`subscriptions`]: rewriting subscription
+//!   checkpoints ([`position_token`]: their token format).
 
 pub mod backoff;
 pub mod control_store;
@@ -27,6 +30,8 @@ pub mod event_schema;
 pub mod gate;
 pub mod migration;
 pub mod migration_store;
+pub mod position_token;
+pub mod positions;
 pub mod publisher;
 pub mod rate_limit;
 pub mod reconnecting;
@@ -37,8 +42,10 @@ pub mod routing;
 pub mod schema;
 pub mod settings;
 pub mod store_directory;
+pub mod subscriptions;
 pub mod tail_window;
 pub mod transitions;
+pub mod verification;
 
 pub use control_store::ControlStore;
 pub use coordinator::{Coordinator, CoordinatorConfig};
@@ -49,9 +56,12 @@ pub use migration::{
     VerifyMode,
 };
 pub use migration_store::Transition;
+pub use positions::{PositionMapper, Translation, TranslationKind};
 pub use publisher::RoutingPublisher;
 pub use reconnecting::ReconnectingControlStore;
 pub use refresher::{spawn_routing_refresher, spawn_routing_refresher_with};
 pub use routing::{MigrationState, Route, RouteMigration, RoutingHandle, RoutingTable};
 pub use settings::MigrationSettings;
 pub use store_directory::StoreDirectory;
+pub use subscriptions::{SubscriptionMigrator, SubscriptionPlan};
+pub use verification::{verify, verify_since, VerificationReport};
