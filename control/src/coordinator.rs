@@ -16,9 +16,11 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::driver::{self, Context, DriverHandle};
+use crate::driver::{self, Context, CutoverRequest, DriverHandle};
+use crate::dual_write::DualWriter;
 use crate::error::{describe_pg_error, ControlError};
 use crate::event_schema;
+use crate::gate::TrafficGate;
 use crate::migration::{AuditEntry, MigrationRef, MigrationStatus, StartMigration};
 use crate::migration_store::{MigrationStore, Transition};
 use crate::publisher::RoutingPublisher;
@@ -32,6 +34,9 @@ use crate::transitions;
 
 /// How long pause and abort wait for a driver to reach a batch boundary and stop.
 const DRIVER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a cutover request waits for the driver to take it, besides the hold itself.
+const CUTOVER_REQUEST_WAIT: Duration = Duration::from_secs(60);
 
 /// How long abort waits for the tenant lock that another coordinator may hold.
 const ABORT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +59,8 @@ pub struct CoordinatorConfig {
     pub publisher: RoutingPublisher,
     /// The audit log's operator name for steps the coordinator takes by itself.
     pub operator: String,
+    /// The data plane's per-tenant hold, for the cutover (none: no cutover in this process).
+    pub gate: Option<Arc<dyn TrafficGate>>,
 }
 
 /// The migration coordinator of one evshift process. Share it with an `Arc`.
@@ -62,11 +69,14 @@ pub struct Coordinator {
     /// The connection commands use, re-opened when it broke.
     commands: Mutex<Option<MigrationStore>>,
     drivers: SyncMutex<HashMap<i64, DriverHandle>>,
+    dual_writer: Arc<DualWriter>,
 }
 
 impl Coordinator {
     pub fn new(config: CoordinatorConfig) -> Coordinator {
+        let dual_writer = DualWriter::new(config.stores.clone());
         let context = Context {
+            gate: config.gate,
             routing_store: ReconnectingControlStore::new(config.control_url.clone()),
             control_url: config.control_url,
             stores: config.stores,
@@ -78,7 +88,13 @@ impl Coordinator {
             context: Arc::new(context),
             commands: Mutex::new(None),
             drivers: SyncMutex::new(HashMap::new()),
+            dual_writer,
         }
+    }
+
+    /// The dual-writer the data plane hands committed events of migrating tenants to.
+    pub fn dual_writer(&self) -> Arc<DualWriter> {
+        Arc::clone(&self.dual_writer)
     }
 
     /// The `[migration]` settings.
@@ -135,7 +151,7 @@ impl Coordinator {
             .cloned();
         let source = route
             .as_ref()
-            .map(|r| r.store.clone())
+            .map(|r| r.read_store().to_string())
             .unwrap_or_else(|| self.context.stores.default_store().to_string());
         if source == target {
             return Err(ControlError::SameStore {
@@ -266,20 +282,54 @@ impl Coordinator {
     }
 
     /// Starts the cutover of a migration in DUAL_WRITE now (DESIGN §8) and waits for its
-    /// outcome: MIGRATED, or back in DUAL_WRITE with the reason in the error.
+    /// outcome: MIGRATED, or back in DUAL_WRITE with the reason in the error. The migration's
+    /// driver runs it between two tail rounds.
     pub async fn cutover(
         &self,
         reference: MigrationRef,
         operator: &str,
     ) -> Result<MigrationStatus, ControlError> {
         let migration = self.find(reference).await?;
-        let _ = operator;
-        Err(ControlError::InvalidStateTransition {
+        let refuse = |detail: &str| ControlError::InvalidStateTransition {
             migration_id: migration.id,
             state: migration.state,
             action: "cutover".into(),
-            detail: ": this evshift has no traffic gate".into(),
-        })
+            detail: detail.to_string(),
+        };
+        if migration.state != MigrationState::DualWrite {
+            return Err(refuse(": only a migration in DUAL_WRITE can cut over"));
+        }
+        if migration.paused {
+            return Err(refuse(": it is paused; resume it first"));
+        }
+        if self.context.gate.is_none() {
+            return Err(refuse(": this evshift has no traffic gate"));
+        }
+        self.ensure_driver(migration.id, migration.tenant_id);
+        let sender = self
+            .lock_drivers()
+            .get(&migration.id)
+            .map(|h| h.cutover.clone())
+            .ok_or_else(|| refuse(": its copier is not running here"))?;
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let request = CutoverRequest {
+            operator: operator.to_string(),
+            reply,
+        };
+        sender
+            .send(request)
+            .await
+            .map_err(|_| refuse(": its copier stopped"))?;
+        // The driver takes the request after its current tail round; the hold itself is
+        // bounded by cutover_timeout.
+        let bound = self.context.settings.cutover_timeout + CUTOVER_REQUEST_WAIT;
+        match tokio::time::timeout(bound, outcome).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(refuse(": its copier stopped before the cutover")),
+            Err(_) => Err(refuse(
+                ": its copier did not take the cutover in time (another evshift may drive it)",
+            )),
+        }
     }
 
     /// Appends an audit row to migration `id` outside a phase change (verification reports,

@@ -86,6 +86,13 @@ pub struct PassOutcome {
     pub stopped: bool,
 }
 
+/// A tenant's events on both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub source: i64,
+    pub target: i64,
+}
+
 /// What one pass reads and how it writes.
 pub struct PassScope<'a> {
     /// Rows at most (a tail round), or all.
@@ -270,6 +277,30 @@ impl Copier {
             .await
             .map_err(|e| self.source_failure("count the tenant's events", &e))?;
         Ok(row.get(0))
+    }
+
+    /// The tenant's events in the source and in the target, counted at once.
+    pub async fn count_both(&self) -> Result<Counts, Failure> {
+        let sql = "SELECT count(*) FROM events WHERE tenant_id = $1";
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&self.tenant];
+        let (source, target) = tokio::join!(
+            self.source.query_one(sql, &params),
+            self.target.query_one(sql, &params)
+        );
+        let source = source.map_err(|e| self.source_failure("count the tenant's events", &e))?;
+        let target = target.map_err(|e| {
+            Failure::from_pg(
+                &format!(
+                    "count the tenant's events on target store {:?}",
+                    self.target_store
+                ),
+                &e,
+            )
+        })?;
+        Ok(Counts {
+            source: source.get(0),
+            target: target.get(0),
+        })
     }
 
     /// Copies the tenant's rows above `checkpoint` that are inside the horizon, at most

@@ -14,15 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::copier::{Copier, CopyJob, PassScope, WriteMode};
+use crate::cutover::CutoverRun;
 use crate::error::ControlError;
 use crate::event_schema;
+use crate::gate::TrafficGate;
 use crate::migration::MigrationStatus;
 use crate::migration_store::{MigrationStore, Transition};
 use crate::publisher::RoutingPublisher;
@@ -59,6 +61,8 @@ pub(crate) struct Context {
     pub routing_store: ReconnectingControlStore,
     /// The operator name of automatic steps in the audit log.
     pub operator: String,
+    /// The data plane's per-tenant hold; without one there is no cutover.
+    pub gate: Option<Arc<dyn TrafficGate>>,
 }
 
 impl Context {
@@ -112,7 +116,20 @@ pub(crate) struct DriverHandle {
     pub cancel: CancellationToken,
     pub wake: Arc<Notify>,
     pub task: JoinHandle<()>,
+    /// Cutovers asked for by an operator; the driver runs them between tail rounds.
+    pub cutover: mpsc::Sender<CutoverRequest>,
 }
+
+/// An operator's `cutover`, answered with its outcome.
+pub(crate) struct CutoverRequest {
+    pub operator: String,
+    pub reply: oneshot::Sender<Result<MigrationStatus, ControlError>>,
+}
+
+/// First wait before an automatic cutover is tried again after one rolled back.
+const AUTO_CUTOVER_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between automatic cutover attempts.
+const AUTO_CUTOVER_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 impl DriverHandle {
     /// Asks the driver to stop at the next batch boundary and waits for it, at most `bound`.
@@ -126,6 +143,7 @@ impl DriverHandle {
 pub(crate) fn spawn(context: Arc<Context>, id: i64, tenant: Uuid) -> DriverHandle {
     let cancel = CancellationToken::new();
     let wake = Arc::new(Notify::new());
+    let (cutover, requests) = mpsc::channel(8);
     let driver = Driver {
         retry: RetryPolicy::new(&context.settings),
         context,
@@ -135,10 +153,18 @@ pub(crate) fn spawn(context: Arc<Context>, id: i64, tenant: Uuid) -> DriverHandl
         wake: Arc::clone(&wake),
         progress: 0,
         window: TailWindow::new(),
+        requests,
+        next_auto_cutover: Instant::now(),
+        auto_cutover_failures: 0,
     };
     let span = tracing::info_span!("migration", migration_id = id, tenant_id = %tenant);
     let task = tokio::spawn(driver.run().instrument(span));
-    DriverHandle { cancel, wake, task }
+    DriverHandle {
+        cancel,
+        wake,
+        task,
+        cutover,
+    }
 }
 
 /// One migration's driver state.
@@ -153,6 +179,10 @@ struct Driver {
     progress: u64,
     /// Which rows may still commit below the checkpoint (kept across attempts).
     window: TailWindow,
+    requests: mpsc::Receiver<CutoverRequest>,
+    /// Automatic cutovers wait until then after one rolled back.
+    next_auto_cutover: Instant,
+    auto_cutover_failures: u32,
 }
 
 impl Driver {
@@ -391,10 +421,110 @@ impl Driver {
             if now.paused || now.state != MigrationState::DualWrite {
                 return Ok(());
             }
+            if self.auto_cutover_due(&options, lag) {
+                let operator = self.context.operator.clone();
+                let result = self
+                    .cut_over(control, &mut copier, &now, &operator, "automatic")
+                    .await;
+                if self.after_cutover(result.as_ref().map(|_| ()), true) {
+                    return Ok(());
+                }
+                checkpoint = control.get(self.id).await?.last_source_position;
+                continue;
+            }
             tokio::select! {
                 () = self.cancel.cancelled() => return Ok(()),
                 () = self.wake.notified() => {}
+                Some(request) = self.requests.recv() => {
+                    let now = control.get(self.id).await?;
+                    let result = self
+                        .cut_over(control, &mut copier, &now, &request.operator, "requested")
+                        .await;
+                    let done = self.after_cutover(result.as_ref().map(|_| ()), false);
+                    let _ = request.reply.send(result);
+                    if done {
+                        return Ok(());
+                    }
+                    checkpoint = control.get(self.id).await?.last_source_position;
+                }
                 () = tokio::time::sleep(self.context.settings.tail_interval) => {}
+            }
+        }
+    }
+
+    /// Whether the lag is at the threshold and the migration cuts over by itself now.
+    fn auto_cutover_due(&self, options: &crate::migration::MigrationOptions, lag: i64) -> bool {
+        self.context.gate.is_some()
+            && !options.manual_cutover
+            && lag <= self.context.settings.max_lag_events as i64
+            && Instant::now() >= self.next_auto_cutover
+    }
+
+    /// One cutover attempt (see `cutover`).
+    async fn cut_over(
+        &mut self,
+        control: &mut MigrationStore,
+        copier: &mut Copier,
+        migration: &MigrationStatus,
+        operator: &str,
+        trigger: &str,
+    ) -> Result<MigrationStatus, ControlError> {
+        let Some(gate) = self.context.gate.clone() else {
+            return Err(ControlError::InvalidStateTransition {
+                migration_id: self.id,
+                state: migration.state,
+                action: "cutover".into(),
+                detail: ": this evshift has no traffic gate".into(),
+            });
+        };
+        if migration.state != MigrationState::DualWrite || migration.paused {
+            return Err(ControlError::InvalidStateTransition {
+                migration_id: self.id,
+                state: migration.state,
+                action: "cutover".into(),
+                detail: if migration.paused {
+                    ": it is paused".into()
+                } else {
+                    String::new()
+                },
+            });
+        }
+        let span = tracing::info_span!(
+            "eventsource.migration.cutover",
+            phase = "CUTOVER_PAUSED",
+            operation = "cutover",
+            trigger
+        );
+        CutoverRun {
+            context: &self.context,
+            gate: gate.as_ref(),
+            control,
+            copier,
+            window: &mut self.window,
+            migration,
+            operator,
+            trigger,
+        }
+        .run()
+        .instrument(span)
+        .await
+    }
+
+    /// Books a cutover's outcome; true when the migration is MIGRATED (the driver ends).
+    fn after_cutover(&mut self, result: Result<(), &ControlError>, automatic: bool) -> bool {
+        match result {
+            Ok(_) => true,
+            Err(error) => {
+                if automatic {
+                    self.auto_cutover_failures += 1;
+                    let backoff = AUTO_CUTOVER_BACKOFF
+                        .saturating_mul(1 << self.auto_cutover_failures.min(6))
+                        .min(AUTO_CUTOVER_BACKOFF_MAX);
+                    self.next_auto_cutover = Instant::now() + backoff;
+                    tracing::warn!(operation = "cutover", error = %error,
+                        retry_in_ms = backoff.as_millis() as u64, "automatic cutover did not complete");
+                }
+                false
             }
         }
     }

@@ -89,6 +89,15 @@ pub enum ControlError {
     #[error("no checkpoint for subscription(s) {names} on store(s) {stores}")]
     SubscriptionNotFound { names: String, stores: String },
 
+    /// The cutover hold lasted longer than `cutover_timeout_ms`; the tenant went back to
+    /// DUAL_WRITE on its source.
+    #[error("migration {migration_id}: cutover {step} did not finish within {timeout_ms} ms; rolled back to DUAL_WRITE")]
+    CutoverTimeout {
+        migration_id: i64,
+        step: String,
+        timeout_ms: u64,
+    },
+
     /// A bug in evshift: something that cannot happen did.
     #[error("internal error: {0}")]
     Internal(String),
@@ -114,6 +123,7 @@ impl ControlError {
             ControlError::Consistency { .. } => "ConsistencyError",
             ControlError::PositionMapping { .. } => "PositionMappingError",
             ControlError::SubscriptionNotFound { .. } => "SubscriptionNotFoundError",
+            ControlError::CutoverTimeout { .. } => "CutoverTimeoutError",
             ControlError::Internal(_) => "InternalError",
         }
     }
@@ -248,6 +258,11 @@ mod tests {
             ControlError::SubscriptionNotFound {
                 names: "orders".into(),
                 stores: "shared".into(),
+            },
+            ControlError::CutoverTimeout {
+                migration_id: 7,
+                step: "waiting for in-flight transactions".into(),
+                timeout_ms: 5000,
             },
             ControlError::Internal("x".into()),
         ];

@@ -23,6 +23,7 @@ pub mod control_store;
 pub mod coordinator;
 pub mod copier;
 pub mod copy_format;
+mod cutover;
 mod driver;
 pub mod dual_write;
 pub mod error;

@@ -337,8 +337,10 @@ impl MigrationStore {
                     updated_at = now()
               WHERE id = $1"
         );
+        // FAILED keeps its error; a cutover rolled back to DUAL_WRITE keeps why, until the
+        // next phase change.
         let error_message = match change.to {
-            MigrationState::Failed => change.error_message.clone(),
+            MigrationState::Failed | MigrationState::DualWrite => change.error_message.clone(),
             _ => None,
         };
         transaction

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod control_socket;
 pub mod ctl;
 pub mod directory;
+pub mod gate;
 pub mod pending;
 pub mod relay;
 pub mod router;

@@ -14,6 +14,7 @@ use evshift_proxy::config::{Config, ControlConfig, LogConfig, LogFormat};
 use evshift_proxy::control_socket::api::{ControlApi, ControlPlane};
 use evshift_proxy::control_socket::ControlSocket;
 use evshift_proxy::ctl::{self, CtlArgs};
+use evshift_proxy::gate::TenantGate;
 use evshift_proxy::server::{self, Shared};
 
 /// evshift: route and live-migrate the tenants of a PostgreSQL event store.
@@ -93,11 +94,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Without a control store every tenant lives on the default store.
     let routing = evshift_control::routing::handle(Default::default());
     let publisher = RoutingPublisher::new(Arc::clone(&routing));
+    let gate = Arc::new(TenantGate::new());
     let control = match &config.control {
-        Some(control) => Some(start_control_plane(&config, control, &publisher).await?),
+        Some(control) => {
+            Some(start_control_plane(&config, control, &publisher, Arc::clone(&gate)).await?)
+        }
         None => None,
     };
     let coordinator = control.as_ref().map(|c| Arc::clone(&c.coordinator));
+    let dual_writer = coordinator.as_ref().map(|c| c.dual_writer());
     // The control socket exists before the listener accepts: whoever sees evshift accept
     // connections can also use `evshift ctl`.
     let control_socket = ControlSocket::bind(&config.control_socket).await?;
@@ -108,7 +113,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stores = config.stores.len(),
         "evshift listening"
     );
-    let shared = Arc::new(Shared::new(config, routing)?);
+    let shared = Arc::new(Shared::new(config, routing, gate, dual_writer)?);
     let api = Arc::new(ControlApi::new(Arc::clone(&shared), control));
     if let Some(coordinator) = coordinator {
         // Migrations that were copying when evshift stopped go on from their checkpoints.
@@ -136,6 +141,7 @@ async fn start_control_plane(
     config: &Config,
     control: &ControlConfig,
     publisher: &RoutingPublisher,
+    gate: Arc<TenantGate>,
 ) -> anyhow::Result<ControlPlane> {
     let mut store = ControlStore::connect(&control.url).await?;
     store.apply_schema().await?;
@@ -159,6 +165,7 @@ async fn start_control_plane(
         settings: config.migration.settings(),
         publisher: publisher.clone(),
         operator: format!("evshift (pid {})", std::process::id()),
+        gate: Some(gate),
     });
     Ok(ControlPlane {
         store: ReconnectingControlStore::with_connection(control.url.clone(), store),

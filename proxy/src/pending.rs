@@ -33,6 +33,8 @@ pub enum Swallow {
 pub enum Effect {
     /// Remember a session-level SET so that it is replayed on other stores.
     RecordSet(String),
+    /// Events of a tenant in DUAL_WRITE that the unit inserted on the migration's source.
+    Inserted(evshift_control::dual_write::DualWriteRoute, Vec<uuid::Uuid>),
 }
 
 /// A routed unit whose answers come from one store.

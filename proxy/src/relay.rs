@@ -180,6 +180,7 @@ impl Relay {
     fn process_head_input(&mut self) -> Result<(), RelayError> {
         loop {
             self.router.pending.drain_synthetic(&mut self.to_client);
+            self.router.release_if_idle();
             let Some(head) = self.router.pending.head_store() else {
                 return Ok(());
             };

@@ -16,11 +16,14 @@ use crate::backends::Backends;
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::classify::{Classified, KeyValue, StatementInfo, StatementKind};
 use crate::directory::{Key, Owner};
+use crate::gate::{Admission, TenantPass};
 use crate::pending::{BackendEntry, Delivered, Effect, Pending, PendingQueue, Swallow};
 use crate::server::Shared;
 use crate::wire::frontend::{self, BindMessage};
 use crate::wire::messages::{self, sqlstate, ErrorFields};
 use crate::wire::Frame;
+use evshift_control::dual_write::DualWriteRoute;
+use evshift_control::MigrationState;
 
 /// Transaction state as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +109,11 @@ pub struct Router {
     discard: Option<Discard>,
     /// The store running the client's COPY FROM STDIN, from its Execute to CopyDone/CopyFail.
     copy_in: Option<usize>,
+    /// The tenants this session has work in flight for (a unit or a transaction), each
+    /// counted by the gate until the session is idle again.
+    passes: HashMap<Uuid, TenantPass>,
+    /// Events of migrating tenants the open transaction inserted: dual-written once it ends.
+    uncommitted: Vec<(DualWriteRoute, Vec<Uuid>)>,
 }
 
 impl Router {
@@ -134,6 +142,8 @@ impl Router {
             last_store: default_store,
             discard: None,
             copy_in: None,
+            passes: HashMap::new(),
+            uncommitted: Vec::new(),
         }
     }
 
@@ -219,7 +229,13 @@ impl Router {
                         self.backends.states[store].sets_applied = self.sets.len();
                     }
                 }
+                Effect::Inserted(route, ids) => self.uncommitted.push((route, ids)),
             }
+        }
+        if status == b'I' && !self.uncommitted.is_empty() {
+            // The transaction ended: what it committed is on the source now (ids of a
+            // rolled-back one find no rows).
+            self.dual_write();
         }
         if !self.pending.is_empty() {
             return;
@@ -235,6 +251,23 @@ impl Router {
         }
     }
 
+    fn dual_write(&mut self) {
+        let uncommitted = std::mem::take(&mut self.uncommitted);
+        let Some(writer) = &self.shared.dual_writer else {
+            return;
+        };
+        for (route, ids) in uncommitted {
+            writer.submit(&route, ids);
+        }
+    }
+
+    /// Gives back the gate passes once the session has nothing in flight.
+    pub fn release_if_idle(&mut self) {
+        if !self.passes.is_empty() && self.tx == TxState::Idle && self.pending.is_empty() {
+            self.passes.clear();
+        }
+    }
+
     /// The session with `store` is gone: answer everything owed by it with an error.
     pub fn on_store_lost(&mut self, store: usize, reason: &str) {
         let id = self.backends.stores[store].id.to_string();
@@ -245,6 +278,7 @@ impl Router {
         if self.tx == TxState::Pinned(store) {
             // The store rolled the transaction back; the client must end it.
             self.tx = TxState::DeferredFailed;
+            self.uncommitted.clear();
         }
         let error = ErrorFields::error(
             sqlstate::CONNECTION_FAILURE,
@@ -290,7 +324,7 @@ impl Router {
     /// Sends one message that names no key (a FunctionCall, a Query that is not UTF-8) as a
     /// unit of its own, owed one ReadyForQuery.
     async fn dispatch_keyless(&mut self, frame: &Frame) {
-        let target = self.keyless_target();
+        let target = self.keyless_admitted().await;
         let payload = BytesMut::from(&frame.bytes[..]);
         self.dispatch(target, payload, 1, false, Vec::new(), &[])
             .await;
@@ -310,13 +344,14 @@ impl Router {
         }
         let statements: Vec<(&StatementInfo, Option<&BindMessage>)> =
             classified.statements.iter().map(|s| (s, None)).collect();
-        let target = match self.resolve(&statements).await {
+        let target = match self.resolve_admitted(&statements).await {
             Ok(target) => target,
             Err(error) => {
                 self.fail_unit(error, 1, false);
                 return Ok(());
             }
         };
+        let inserted = self.inserted_events(&statements);
         let payload = match &classified.rewritten_sql {
             Some(rewritten) => {
                 let mut out = BytesMut::new();
@@ -325,7 +360,7 @@ impl Router {
             }
             None => BytesMut::from(&frame.bytes[..]),
         };
-        let mut effects = Vec::new();
+        let mut effects = inserted;
         let single = classified.statements.len() == 1;
         if single
             && self.tx == TxState::Idle
@@ -480,8 +515,8 @@ impl Router {
             // Parse and Describe run nothing: they need no transaction (asyncpg and
             // tokio-postgres prepare before the first Bind).
             None if !executes => Ok(self.unpinned(self.keyless_target())),
-            None if statements.is_empty() => Ok(self.keyless_target()),
-            None => self.resolve(&statements).await,
+            None if statements.is_empty() => Ok(self.keyless_admitted().await),
+            None => self.resolve_admitted(&statements).await,
         };
         let target = match target {
             Ok(target) => target,
@@ -490,6 +525,7 @@ impl Router {
                 return Ok(());
             }
         };
+        let inserted = self.inserted_events(&statements);
         let needed: Vec<String> = bound
             .iter()
             .map(|(_, bind)| bind.statement.to_string())
@@ -504,7 +540,7 @@ impl Router {
         // Sync after CopyDone.
         let sync = sync && !copies;
         let store = self
-            .dispatch_batch(target, payload, sync, &needed, &kinds)
+            .dispatch_batch(target, payload, sync, &needed, &kinds, inserted)
             .await;
         if copies {
             self.copy_in = store;
@@ -678,6 +714,7 @@ impl Router {
     async fn resolve(
         &self,
         statements: &[(&StatementInfo, Option<&BindMessage<'_>>)],
+        involved: &mut Vec<Uuid>,
     ) -> Result<Target, ErrorFields> {
         let mut chosen: Option<(usize, String)> = None;
         let mut new_aggregate = false;
@@ -691,6 +728,7 @@ impl Router {
                 let store = self.store_of_tenant(*tenant)?;
                 self.merge(&mut chosen, store, format!("tenant {tenant}"))?;
             }
+            involved.extend(&tenants);
             if !tenants.is_empty() {
                 continue;
             }
@@ -712,6 +750,7 @@ impl Router {
                     Owner::Tenant(Some(tenant)) => {
                         let store = self.store_of_tenant(tenant)?;
                         self.merge(&mut chosen, store, format!("tenant {tenant}"))?;
+                        involved.push(tenant);
                     }
                     Owner::Tenant(None) => self.merge(
                         &mut chosen,
@@ -740,8 +779,112 @@ impl Router {
             // rewritten read that takes its own store's horizon: it must not pin a deferred
             // transaction to the store that answers it.
             _ if only_horizon && !statements.is_empty() => Ok(self.unpinned(self.keyless_target())),
-            _ => Ok(self.keyless_target()),
+            _ => {
+                involved.extend(self.keyless_tenant());
+                Ok(self.keyless_target())
+            }
         }
+    }
+
+    /// The tenant a keyless unit belongs to: the session tenant, outside a pinned transaction.
+    fn keyless_tenant(&self) -> Option<Uuid> {
+        match self.tx {
+            TxState::Pinned(_) => None,
+            _ => self.session_tenant,
+        }
+    }
+
+    /// [`Router::resolve`], then a gate pass for every tenant involved. A unit that waited at
+    /// a closed gate is resolved again: the cutover may have moved its tenant meanwhile.
+    async fn resolve_admitted(
+        &mut self,
+        statements: &[(&StatementInfo, Option<&BindMessage<'_>>)],
+    ) -> Result<Target, ErrorFields> {
+        loop {
+            let mut involved = Vec::new();
+            let target = self.resolve(statements, &mut involved).await?;
+            if self.admit(&involved).await {
+                return Ok(target);
+            }
+        }
+    }
+
+    /// [`Router::keyless_target`] with a gate pass for the session tenant.
+    async fn keyless_admitted(&mut self) -> Target {
+        loop {
+            let tenant: Vec<Uuid> = self.keyless_tenant().into_iter().collect();
+            let target = self.keyless_target();
+            if self.admit(&tenant).await {
+                return target;
+            }
+        }
+    }
+
+    /// Takes a gate pass for each of `tenants` this session does not hold yet. False if one
+    /// of them had to wait (the caller resolves again).
+    async fn admit(&mut self, tenants: &[Uuid]) -> bool {
+        let mut immediate = true;
+        for tenant in tenants {
+            if self.passes.contains_key(tenant) {
+                continue;
+            }
+            let pass = match self.shared.gate.enter(*tenant).await {
+                Admission::Immediate(pass) => pass,
+                Admission::AfterHold(pass) => {
+                    immediate = false;
+                    pass
+                }
+            };
+            self.passes.insert(*tenant, pass);
+        }
+        immediate
+    }
+
+    /// The events a unit inserts for tenants in DUAL_WRITE, as effects: they are dual-written
+    /// once the transaction that wrote them ends.
+    fn inserted_events(
+        &self,
+        statements: &[(&StatementInfo, Option<&BindMessage<'_>>)],
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if self.shared.dual_writer.is_none() {
+            return effects;
+        }
+        let table = self.shared.routing.load();
+        for (info, bind) in statements.iter().filter(|(i, _)| i.inserts_events) {
+            let [tenant] = info.tenants.as_slice() else {
+                // Several tenants (or none) in one INSERT: the tail copies those rows.
+                continue;
+            };
+            let Some(tenant) = key_uuid(tenant, *bind) else {
+                continue;
+            };
+            let Some(route) = table.route(&tenant) else {
+                continue;
+            };
+            let Some(migration) = &route.migration else {
+                continue;
+            };
+            if migration.state != MigrationState::DualWrite {
+                continue;
+            }
+            let ids: Vec<Uuid> = info
+                .events
+                .iter()
+                .filter_map(|k| key_uuid(k, *bind))
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let route = DualWriteRoute {
+                migration_id: migration.migration_id,
+                tenant,
+                source_store: route.store.clone(),
+                target_store: migration.target_store.clone(),
+            };
+            effects.push(Effect::Inserted(route, ids));
+        }
+        effects
     }
 
     /// `target` without beginning a deferred transaction (a pinned one stays pinned).
@@ -796,6 +939,7 @@ impl Router {
         sync: bool,
         needed: &[String],
         kinds: &[StatementKind],
+        effects: Vec<Effect>,
     ) -> Option<usize> {
         let store = self.store_for(target);
         if let Err(error) = self.ensure_backend(store).await {
@@ -832,7 +976,7 @@ impl Router {
             payload,
             u32::from(sync),
             !sync,
-            Vec::new(),
+            effects,
             kinds,
         )
         .await;

@@ -13,9 +13,11 @@ use crate::cancel::CancelRegistry;
 use crate::classify::Classifier;
 use crate::config::Config;
 use crate::directory::AggregateDirectory;
+use crate::gate::TenantGate;
 use crate::session;
 use crate::store::Store;
 use crate::wire::messages::{sqlstate, ErrorFields};
+use evshift_control::dual_write::DualWriter;
 use evshift_control::RoutingHandle;
 
 /// State shared by all sessions of one evshift process. Read-only after start-up except for
@@ -30,10 +32,19 @@ pub struct Shared {
     pub routing: RoutingHandle,
     pub classifier: Classifier,
     pub directory: AggregateDirectory,
+    /// The per-tenant hold of the cutover; sessions take a pass per tenant they work on.
+    pub gate: Arc<TenantGate>,
+    /// Copies migrating tenants' committed events to their targets (with a control store).
+    pub dual_writer: Option<Arc<DualWriter>>,
 }
 
 impl Shared {
-    pub fn new(config: Config, routing: RoutingHandle) -> anyhow::Result<Shared> {
+    pub fn new(
+        config: Config,
+        routing: RoutingHandle,
+        gate: Arc<TenantGate>,
+        dual_writer: Option<Arc<DualWriter>>,
+    ) -> anyhow::Result<Shared> {
         let stores = config
             .stores
             .iter()
@@ -57,6 +68,8 @@ impl Shared {
             default_store,
             cancels: Arc::new(CancelRegistry::default()),
             routing,
+            gate,
+            dual_writer,
             config,
         })
     }

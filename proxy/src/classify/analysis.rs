@@ -144,6 +144,7 @@ impl Analyzer<'_> {
         let Some(table) = self.tenancy.table(name) else {
             return;
         };
+        info.inserts_events = table.event_column.is_some();
         // Without a column list the column order is the table's, which evshift does not know.
         let key_columns: Vec<(usize, Roles)> = insert
             .columns

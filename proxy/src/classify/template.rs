@@ -41,6 +41,7 @@ pub(crate) struct InfoTemplate {
     pub aggregates: Vec<KeyTemplate>,
     pub events: Vec<KeyTemplate>,
     pub touches_tenant_table: bool,
+    pub inserts_events: bool,
 }
 
 impl InfoTemplate {
@@ -51,6 +52,7 @@ impl InfoTemplate {
             aggregates: Vec::new(),
             events: Vec::new(),
             touches_tenant_table: false,
+            inserts_events: false,
         }
     }
 
@@ -157,6 +159,7 @@ impl InfoTemplate {
             aggregates: render_keys(&self.aggregates, literals),
             events: render_keys(&self.events, literals),
             touches_tenant_table: self.touches_tenant_table,
+            inserts_events: self.inserts_events,
         }
     }
 }

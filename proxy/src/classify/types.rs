@@ -25,6 +25,9 @@ pub struct StatementInfo {
     /// The statement reads or writes a configured tenant-scoped table somewhere (also in a
     /// subquery or CTE), whether or not it names a key.
     pub touches_tenant_table: bool,
+    /// An `INSERT` into a table with an event column (the events table): its `events` keys
+    /// are the ids of the rows it writes, which dual-write copies once they commit.
+    pub inserts_events: bool,
 }
 
 impl StatementInfo {
@@ -36,6 +39,7 @@ impl StatementInfo {
             aggregates: Vec::new(),
             events: Vec::new(),
             touches_tenant_table: false,
+            inserts_events: false,
         }
     }
 

@@ -1,0 +1,288 @@
+//! The cutover (DESIGN §8): hold the tenant, let its in-flight transactions end, copy what is
+//! left, verify, commit MIGRATED with the route, swap the routing table, release the tenant.
+//!
+//! It runs inside the migration's driver, which owns the copier and its window, so nothing
+//! else copies the tenant meanwhile. The hold (gate closed to gate open) is bounded by
+//! `cutover_timeout`: on the timeout or any failure the gate opens with the route still on the
+//! source and the migration returns to DUAL_WRITE with a `cutover_rolled_back` audit row.
+//! Once the MIGRATED commit has started it is never cut short: its outcome decides the route.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::copier::{Copier, PassScope, WriteMode};
+use crate::driver::Context;
+use crate::error::ControlError;
+use crate::gate::TrafficGate;
+use crate::migration::MigrationStatus;
+use crate::migration_store::{MigrationStore, Transition};
+use crate::rate_limit::RateLimiter;
+use crate::retry::Failure;
+use crate::routing::MigrationState;
+use crate::tail_window::TailWindow;
+
+/// What the driver hands the cutover.
+pub(crate) struct CutoverRun<'a> {
+    pub context: &'a Context,
+    pub gate: &'a dyn TrafficGate,
+    pub control: &'a mut MigrationStore,
+    pub copier: &'a mut Copier,
+    pub window: &'a mut TailWindow,
+    pub migration: &'a MigrationStatus,
+    pub operator: &'a str,
+    /// Why it runs: "automatic" (lag at the threshold) or "requested".
+    pub trigger: &'a str,
+}
+
+/// How one step of the hold ended.
+enum HoldError {
+    Timeout(&'static str),
+    Failed(ControlError),
+}
+
+impl From<ControlError> for HoldError {
+    fn from(error: ControlError) -> HoldError {
+        HoldError::Failed(error)
+    }
+}
+
+impl From<Failure> for HoldError {
+    fn from(failure: Failure) -> HoldError {
+        HoldError::Failed(ControlError::Internal(failure.message().to_string()))
+    }
+}
+
+impl CutoverRun<'_> {
+    /// Runs the cutover. `Ok` is the MIGRATED status; an error means the migration is back
+    /// in DUAL_WRITE (or could not even start).
+    pub async fn run(self) -> Result<MigrationStatus, ControlError> {
+        let CutoverRun {
+            context,
+            gate,
+            control,
+            copier,
+            window,
+            migration,
+            operator,
+            trigger,
+        } = self;
+        let id = migration.id;
+        let tenant = migration.tenant_id;
+        let timeout = context.settings.cutover_timeout;
+        let mut start = transition(
+            id,
+            MigrationState::CutoverPaused,
+            "cutover_started",
+            operator,
+        );
+        start.details = json!({"trigger": trigger, "lag_events": migration.lag_events,
+                               "timeout_ms": timeout.as_millis() as u64});
+        start.only_from = Some(vec![MigrationState::DualWrite]);
+        context.transition(control, &start).await?;
+
+        gate.hold(tenant).await;
+        let held = Instant::now();
+        let deadline = held + timeout;
+        let outcome = hold(gate, control, copier, window, migration, deadline).await;
+        let outcome = match outcome {
+            Ok(copied) => commit(context, control, migration, operator, held, copied).await,
+            Err(error) => Err(error),
+        };
+        // The route is the target now (MIGRATED) or still the source: release either way.
+        gate.release(tenant);
+        let pause = held.elapsed();
+        metrics::histogram!("migration_cutover_pause_duration_ms",
+            "migration_id" => id.to_string(), "tenant_id" => tenant.to_string())
+        .record(pause.as_secs_f64() * 1000.0);
+        match outcome {
+            Ok(status) => {
+                tracing::info!(
+                    phase = "MIGRATED",
+                    operation = "cutover",
+                    pause_ms = pause.as_millis() as u64,
+                    "cutover completed"
+                );
+                Ok(status)
+            }
+            Err(error) => {
+                let error = match error {
+                    HoldError::Timeout(step) => ControlError::CutoverTimeout {
+                        migration_id: id,
+                        step: step.to_string(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    },
+                    HoldError::Failed(error) => error,
+                };
+                roll_back(context, control, id, operator, &error, pause).await;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Steps 2-4 under the hold: in-flight transactions end, final tail, verification. Returns
+/// the rows the final tail copied.
+async fn hold(
+    gate: &dyn TrafficGate,
+    control: &mut MigrationStore,
+    copier: &mut Copier,
+    window: &mut TailWindow,
+    migration: &MigrationStatus,
+    deadline: Instant,
+) -> Result<u64, HoldError> {
+    let tenant = migration.tenant_id;
+    gate.wait_idle(tenant, remaining(deadline))
+        .await
+        .map_err(|_| HoldError::Timeout("waiting for the tenant's transactions in flight"))?;
+    let checkpoint = control.get(migration.id).await?.last_source_position;
+    let stop = CancellationToken::new();
+    let mut unlimited = RateLimiter::new(0);
+    let final_tail = copier.pass(
+        checkpoint,
+        PassScope {
+            limit: None,
+            mode: WriteMode::Idempotent,
+            window,
+            quiescent: true,
+        },
+        control,
+        &mut unlimited,
+        &stop,
+    );
+    let outcome = tokio::time::timeout(remaining(deadline), final_tail)
+        .await
+        .map_err(|_| HoldError::Timeout("copying the last events"))??;
+    let verified = tokio::time::timeout(remaining(deadline), copier.count_both())
+        .await
+        .map_err(|_| HoldError::Timeout("verifying the counts"))??;
+    if verified.source != verified.target {
+        return Err(HoldError::Failed(ControlError::Consistency {
+            migration_id: migration.id,
+            summary: format!(
+                "the source holds {} events of the tenant, the target {}",
+                verified.source, verified.target
+            ),
+        }));
+    }
+    if Instant::now() >= deadline {
+        return Err(HoldError::Timeout("verifying the counts"));
+    }
+    Ok(outcome.copied)
+}
+
+/// Steps 5-6: MIGRATED, the route and the audit row in one control-store transaction, then
+/// the routing table this process routes by.
+async fn commit(
+    context: &Context,
+    control: &mut MigrationStore,
+    migration: &MigrationStatus,
+    operator: &str,
+    held: Instant,
+    copied: u64,
+) -> Result<MigrationStatus, HoldError> {
+    let mut change = transition(
+        migration.id,
+        MigrationState::Migrated,
+        "cutover_completed",
+        operator,
+    );
+    change.details = json!({
+        "final_tail_events": copied,
+        "pause_ms_before_commit": held.elapsed().as_secs_f64() * 1000.0,
+        "verification": "count",
+    });
+    change.only_from = Some(vec![MigrationState::CutoverPaused]);
+    let status = match control.transition(&change).await {
+        Ok(status) => status,
+        Err(error) => migrated_anyway(context, migration.id)
+            .await
+            .ok_or(HoldError::Failed(error))?,
+    };
+    // The held statements must see the target: reload until the table says so.
+    for attempt in 0..50u32 {
+        context.publish().await;
+        let table = context.publisher.handle().load();
+        let moved = table
+            .route(&migration.tenant_id)
+            .is_some_and(|r| r.read_store() == migration.target_store);
+        if moved {
+            break;
+        }
+        tracing::warn!(
+            attempt,
+            "the routing table does not show the cutover yet; reloading"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(status)
+}
+
+/// After a MIGRATED commit that failed: whether it committed all the same (the connection
+/// broke after the server committed). Then the route is the target's and must stay so.
+async fn migrated_anyway(context: &Context, id: i64) -> Option<MigrationStatus> {
+    let fresh = MigrationStore::connect(&context.control_url).await.ok()?;
+    let status = fresh.get(id).await.ok()?;
+    (status.state == MigrationState::Migrated).then_some(status)
+}
+
+/// Back to DUAL_WRITE with the reason, retrying while the control store is unreachable.
+async fn roll_back(
+    context: &Context,
+    control: &mut MigrationStore,
+    id: i64,
+    operator: &str,
+    error: &ControlError,
+    pause: Duration,
+) {
+    tracing::warn!(phase = "CUTOVER_PAUSED", operation = "cutover", error = %error,
+        pause_ms = pause.as_millis() as u64, "cutover rolled back; the tenant stays on its source");
+    metrics::counter!("migration_failures_total", "migration_id" => id.to_string(),
+        "kind" => "cutover_rolled_back")
+    .increment(1);
+    let mut change = transition(
+        id,
+        MigrationState::DualWrite,
+        "cutover_rolled_back",
+        operator,
+    );
+    change.details = json!({"error": {"kind": error.kind(), "message": error.to_string()},
+                            "pause_ms": pause.as_secs_f64() * 1000.0});
+    change.error_message = Some(format!("{}: {error}", error.kind()));
+    change.only_from = Some(vec![MigrationState::CutoverPaused]);
+    for attempt in 0..20u32 {
+        match context.transition(control, &change).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "cannot record the cutover rollback yet");
+                if !e.is_unavailable() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                // The driver's connection (and its tenant lock) may be gone: use a new one.
+                if let Ok(mut fresh) = MigrationStore::connect(&context.control_url).await {
+                    if context.transition(&mut fresh, &change).await.is_ok() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn transition(id: i64, to: MigrationState, event: &str, operator: &str) -> Transition {
+    Transition {
+        migration_id: id,
+        to,
+        event: event.to_string(),
+        details: json!({}),
+        operator: operator.to_string(),
+        error_message: None,
+        only_from: None,
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}

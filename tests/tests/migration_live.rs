@@ -1,0 +1,445 @@
+//! Live migration under real concurrent load through evshift (DESIGN §5 I1-I7, §7, §8):
+//! dual-write, the per-tenant hold at cutover, the cutover timeout, a target outage during
+//! DUAL_WRITE, and abort during a held cutover.
+
+mod control_support;
+mod migration_support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use evshift_tests::{
+    append_event, seed_events, tenant_event_rows, tenant_ids, AppendOutcome, EventRow,
+};
+use migration_support::{count_tenant, MigrationSetup, TEST_MIGRATION};
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+/// `[migration]` for these suites: cut over automatically at a small lag (under constant
+/// load the lag is rarely exactly 0), a short hold bound.
+fn live_migration(timeout_ms: u64) -> String {
+    format!("{TEST_MIGRATION}\nmax_lag_events = 200\ncutover_timeout_ms = {timeout_ms}\n")
+}
+
+/// Clients appending (eventsource-style transactions) and reading through evshift, recording
+/// every acknowledged event and every error, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<HashMap<Uuid, Vec<Uuid>>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    appended: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn new() -> Load {
+        Load {
+            stop: Arc::new(AtomicBool::new(false)),
+            acknowledged: Arc::default(),
+            errors: Arc::default(),
+            appended: Arc::default(),
+            reads: Arc::default(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// One appender per entry of `tenants`, each on its own stream.
+    async fn append(&mut self, setup: &MigrationSetup, tenants: &[Uuid]) {
+        for tenant in tenants {
+            let mut client = setup.through_proxy().await;
+            let tenant = *tenant;
+            let (stop, acknowledged, errors, appended) = (
+                Arc::clone(&self.stop),
+                Arc::clone(&self.acknowledged),
+                Arc::clone(&self.errors),
+                Arc::clone(&self.appended),
+            );
+            self.tasks.push(tokio::spawn(async move {
+                let aggregate = Uuid::new_v4();
+                let mut version = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match append_event(&mut client, tenant, aggregate, version).await {
+                        Ok(AppendOutcome::Appended {
+                            event_id,
+                            version: v,
+                            ..
+                        }) => {
+                            version = v;
+                            acknowledged
+                                .lock()
+                                .unwrap()
+                                .entry(tenant)
+                                .or_default()
+                                .push(event_id);
+                            appended.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => {
+                            errors.lock().unwrap().push(format!("append: {other:?}"));
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+
+    /// A reader of `tenant`: stream reads of its newest appended streams and read_all pages
+    /// with the horizon, as eventsource-py sends them.
+    async fn read(&mut self, setup: &MigrationSetup, tenant: Uuid) {
+        let client = setup.through_proxy().await;
+        let (stop, acknowledged, errors, reads) = (
+            Arc::clone(&self.stop),
+            Arc::clone(&self.acknowledged),
+            Arc::clone(&self.errors),
+            Arc::clone(&self.reads),
+        );
+        self.tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = read_once(&client, tenant, &acknowledged).await {
+                    errors.lock().unwrap().push(format!("read: {e}"));
+                    return;
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
+    /// Stops every client; returns the acknowledged events per tenant.
+    async fn stop(self) -> (HashMap<Uuid, Vec<Uuid>>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("a load task panicked");
+        }
+        let acknowledged = std::mem::take(&mut *self.acknowledged.lock().unwrap());
+        let errors = std::mem::take(&mut *self.errors.lock().unwrap());
+        (acknowledged, errors)
+    }
+
+    fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+}
+
+/// One stream read (the stream of the last acknowledged event: it must be there) and one
+/// read_all page.
+async fn read_once(
+    client: &Client,
+    tenant: Uuid,
+    acknowledged: &Mutex<HashMap<Uuid, Vec<Uuid>>>,
+) -> Result<(), tokio_postgres::Error> {
+    let last = acknowledged
+        .lock()
+        .unwrap()
+        .get(&tenant)
+        .and_then(|ids| ids.last().copied());
+    if let Some(event_id) = last {
+        let found = client
+            .query(
+                "SELECT 1 FROM events WHERE event_id = $1 LIMIT 1",
+                &[&event_id],
+            )
+            .await?;
+        assert_eq!(
+            found.len(),
+            1,
+            "an acknowledged event {event_id} is not readable"
+        );
+    }
+    let horizon: String = client
+        .query_one("SELECT eventsource_feed_horizon()", &[])
+        .await?
+        .get(0);
+    client
+        .query(
+            "SELECT global_position, event_id FROM events
+              WHERE (txid IS NULL OR txid < CAST($1 AS text)::xid8) AND tenant_id = $2
+              ORDER BY global_position DESC LIMIT 50",
+            &[&horizon, &tenant],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The tenant's event ids in a store, with how often each occurs.
+async fn event_id_counts(client: &Client, tenant: Uuid) -> HashMap<Uuid, i64> {
+    client
+        .query(
+            "SELECT event_id, count(*) FROM events WHERE tenant_id = $1 GROUP BY event_id",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// I1/I2: every event of the source is in the target once with identical columns.
+async fn assert_source_in_target(source: &Client, target: &Client, tenant: Uuid) {
+    let source_rows = tenant_event_rows(source, tenant).await.unwrap();
+    let target_rows: HashMap<Uuid, EventRow> = tenant_event_rows(target, tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.event_id, r))
+        .collect();
+    for row in &source_rows {
+        let copy = target_rows.get(&row.event_id).unwrap_or_else(|| {
+            panic!(
+                "event {} of the source is missing on the target",
+                row.event_id
+            )
+        });
+        assert_eq!(copy, row, "event {} differs on the target", row.event_id);
+    }
+    let counts = event_id_counts(target, tenant).await;
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "an event is duplicated on the target"
+    );
+}
+
+async fn wait_for_appends(load: &Load, more: u64) {
+    let goal = load.appended() + more;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while load.appended() < goal {
+        assert!(load.errors().is_empty(), "{:?}", load.errors());
+        assert!(tokio::time::Instant::now() < deadline, "the load stalled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_moves_under_load_without_loss_duplicates_or_errors() {
+    let setup = MigrationSetup::start_with(&live_migration(5000), |c| c).await;
+    let tenants = tenant_ids(3);
+    let (moving, others) = (tenants[0], &tenants[1..]);
+    let source = setup.shared_db().await;
+    seed_events(&source, &[moving], 100_000, 20).await.unwrap();
+    seed_events(&source, others, 2_000, 20).await.unwrap();
+
+    let mut load = Load::new();
+    load.append(&setup, &[moving, moving, moving]).await;
+    load.append(&setup, others).await;
+    load.read(&setup, moving).await;
+    load.read(&setup, others[0]).await;
+    wait_for_appends(&load, 100).await;
+
+    let id = setup
+        .migrate(moving, "dedicated", &["--batch-size", "2000"])
+        .await;
+    let migrated = setup.wait_for_state(id, "MIGRATED").await;
+    let source_at_cutover = count_tenant(&source, moving).await;
+    // Appends after the cutover go to the target only.
+    wait_for_appends(&load, 300).await;
+    let (acknowledged, errors) = load.stop().await;
+    assert!(errors.is_empty(), "clients saw errors: {errors:?}");
+
+    let target = setup.dedicated_db().await;
+    assert_eq!(
+        count_tenant(&source, moving).await,
+        source_at_cutover,
+        "I4: a write reached the source after the cutover"
+    );
+    assert_source_in_target(&source, &target, moving).await;
+    let on_source: HashSet<Uuid> = event_id_counts(&source, moving).await.into_keys().collect();
+    let on_target = event_id_counts(&target, moving).await;
+    let acked = &acknowledged[&moving];
+    for event_id in acked {
+        assert_eq!(
+            on_target.get(event_id),
+            Some(&1),
+            "acknowledged {event_id} not once on the target"
+        );
+    }
+    let after_cutover = acked.iter().filter(|id| !on_source.contains(id)).count();
+    assert!(after_cutover > 0, "no event was appended after the cutover");
+    assert_eq!(
+        on_target.len(),
+        on_source.len() + after_cutover,
+        "the target holds events that were neither copied nor appended"
+    );
+    // The other tenants stayed where they were, every acknowledged event there once.
+    for tenant in others {
+        assert_eq!(count_tenant(&target, *tenant).await, 0);
+        let counts = event_id_counts(&source, *tenant).await;
+        for event_id in &acknowledged[tenant] {
+            assert_eq!(counts.get(event_id), Some(&1));
+        }
+    }
+    let audit = setup.audit_events(id).await;
+    assert!(audit.contains(&"cutover_started".to_string()), "{audit:?}");
+    assert_eq!(
+        audit.last().map(String::as_str),
+        Some("cutover_completed"),
+        "{audit:?}"
+    );
+    assert_eq!(
+        migrated["progress_percentage"].as_f64(),
+        Some(100.0),
+        "{migrated}"
+    );
+    let route = setup
+        .ctl(&["--json", "routes", &moving.to_string()])
+        .await
+        .ok_json();
+    assert_eq!(route["migration_state"], "MIGRATED", "{route}");
+}
+
+/// Opens a transaction of `tenant` through evshift that inserts one event and stays open.
+async fn open_transaction(setup: &MigrationSetup, tenant: Uuid) -> (Client, Uuid) {
+    let client = setup.through_proxy().await;
+    client.batch_execute("BEGIN").await.unwrap();
+    let event_id = Uuid::new_v4();
+    client
+        .execute(
+            "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, tenant_id,
+                                 actor_id, version, timestamp, payload, created_at)
+             VALUES ($1, 'Opened', 'Order', $2, $3, NULL, 1, now(), '{}'::jsonb, NOW())",
+            &[&event_id, &Uuid::new_v4(), &tenant],
+        )
+        .await
+        .unwrap();
+    (client, event_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cutover_that_times_out_rolls_back_and_a_later_one_succeeds() {
+    let setup = MigrationSetup::start_with(&live_migration(1000), |c| c).await;
+    let tenant = tenant_ids(1)[0];
+    let source = setup.shared_db().await;
+    seed_events(&source, &[tenant], 5_000, 10).await.unwrap();
+    let id = setup
+        .migrate(tenant, "dedicated", &["--manual-cutover"])
+        .await;
+    setup.wait_for_state(id, "DUAL_WRITE").await;
+
+    let (open, open_event) = open_transaction(&setup, tenant).await;
+    let mut load = Load::new();
+    load.append(&setup, &[tenant]).await;
+    wait_for_appends(&load, 20).await;
+
+    let refused = setup.ctl(&["--json", "cutover", &id.to_string()]).await;
+    refused.refused("CutoverTimeoutError");
+    let status = setup.status(id).await;
+    assert_eq!(status["state"], "DUAL_WRITE", "{status}");
+    assert!(
+        status["error_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CutoverTimeoutError"),
+        "{status}"
+    );
+    assert!(setup
+        .audit_events(id)
+        .await
+        .contains(&"cutover_rolled_back".to_string()));
+    // The held appender goes on, on the source.
+    wait_for_appends(&load, 20).await;
+
+    open.batch_execute("COMMIT").await.unwrap();
+    let migrated = setup
+        .ctl(&["--json", "cutover", &id.to_string()])
+        .await
+        .ok_json();
+    assert_eq!(migrated["state"], "MIGRATED", "{migrated}");
+    wait_for_appends(&load, 20).await;
+    let (acknowledged, errors) = load.stop().await;
+    assert!(errors.is_empty(), "clients saw errors: {errors:?}");
+    let target = setup.dedicated_db().await;
+    assert_source_in_target(&source, &target, tenant).await;
+    let on_target = event_id_counts(&target, tenant).await;
+    assert_eq!(on_target.get(&open_event), Some(&1));
+    for event_id in &acknowledged[&tenant] {
+        assert_eq!(on_target.get(event_id), Some(&1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_succeed_while_the_target_is_down_and_the_tail_recovers() {
+    let setup = MigrationSetup::start_with(&live_migration(5000), |c| c).await;
+    let tenant = tenant_ids(1)[0];
+    let source = setup.shared_db().await;
+    seed_events(&source, &[tenant], 5_000, 10).await.unwrap();
+    let id = setup
+        .migrate(tenant, "dedicated", &["--manual-cutover"])
+        .await;
+    setup.wait_for_state(id, "DUAL_WRITE").await;
+
+    setup.dedicated.stop_immediate().await.unwrap();
+    let mut load = Load::new();
+    load.append(&setup, &[tenant, tenant]).await;
+    wait_for_appends(&load, 200).await;
+    setup.dedicated.start_again().await.unwrap();
+    wait_for_appends(&load, 50).await;
+    let (acknowledged, errors) = load.stop().await;
+    assert!(
+        errors.is_empty(),
+        "writes failed while the target was down: {errors:?}"
+    );
+
+    setup.wait_caught_up(id, tenant).await;
+    let migrated = setup
+        .ctl(&["--json", "cutover", &id.to_string()])
+        .await
+        .ok_json();
+    assert_eq!(migrated["state"], "MIGRATED", "{migrated}");
+    let target = setup.dedicated_db().await;
+    assert_source_in_target(&source, &target, tenant).await;
+    let on_target = event_id_counts(&target, tenant).await;
+    for event_id in &acknowledged[&tenant] {
+        assert_eq!(on_target.get(event_id), Some(&1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_during_a_held_cutover_returns_the_tenant_to_its_source() {
+    let setup = MigrationSetup::start_with(&live_migration(3000), |c| c).await;
+    let tenant = tenant_ids(1)[0];
+    let source = setup.shared_db().await;
+    seed_events(&source, &[tenant], 5_000, 10).await.unwrap();
+    let id = setup
+        .migrate(tenant, "dedicated", &["--manual-cutover"])
+        .await;
+    setup.wait_for_state(id, "DUAL_WRITE").await;
+    let (open, open_event) = open_transaction(&setup, tenant).await;
+
+    let id_text = id.to_string();
+    let cutover_args = ["--json", "cutover", &id_text];
+    let cutover = setup.ctl(&cutover_args);
+    let abort = async {
+        setup
+            .wait_until(id, "the cutover hold", |s| s["state"] == "CUTOVER_PAUSED")
+            .await;
+        setup.ctl(&["--json", "abort", &id.to_string()]).await
+    };
+    let (cutover, abort) = tokio::join!(cutover, abort);
+    cutover.refused("CutoverTimeoutError");
+    let aborted = abort.ok_json();
+    assert_eq!(aborted["state"], "ROLLED_BACK", "{aborted}");
+
+    // The open transaction ends on the source; the tenant is served there.
+    open.batch_execute("COMMIT").await.unwrap();
+    let mut client = setup.through_proxy().await;
+    let outcome = append_event(&mut client, tenant, Uuid::new_v4(), 0)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, AppendOutcome::Appended { .. }));
+    let target = setup.dedicated_db().await;
+    assert_eq!(
+        count_tenant(&target, tenant).await,
+        0,
+        "the target was not cleaned"
+    );
+    let on_source = event_id_counts(&source, tenant).await;
+    assert_eq!(on_source.get(&open_event), Some(&1));
+    assert_eq!(on_source.len(), 5_002);
+}
