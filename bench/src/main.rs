@@ -1,29 +1,26 @@
-//! `evshift-bench`: a pgbench-style load generator for eventsource workloads.
-//!
-//! `evshift-bench load --url URL ...` seeds tenants (through the URL, so that evshift places
-//! them), then runs N clients for a duration against the URL and prints throughput and latency
-//! percentiles, as text or JSON.
-
-mod load;
-mod seed;
-mod workload;
+//! `evshift-bench`: the load generator and the benchmark scenarios of evshift.
 
 use clap::Parser;
+use evshift_bench::load_cli;
 
 /// Command-line interface.
 #[derive(Parser)]
 #[command(
     name = "evshift-bench",
-    about = "Load generator for evshift benchmarks"
+    about = "Load generator and benchmark scenarios of evshift"
 )]
 enum Cli {
-    /// Seed tenants and run a closed-loop load against one URL.
-    Load(load::LoadArgs),
+    /// Run one load against a URL (a store, PgBouncer or evshift).
+    Load(load_cli::LoadArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse() {
-        Cli::Load(args) => load::run(args).await,
+async fn main() {
+    let result = match Cli::parse() {
+        Cli::Load(args) => load_cli::run(args).await,
+    };
+    if let Err(error) = result {
+        eprintln!("evshift-bench: {error:#}");
+        std::process::exit(1);
     }
 }
