@@ -16,12 +16,13 @@ use crate::copier::{Copier, PassScope, WriteMode};
 use crate::driver::Context;
 use crate::error::ControlError;
 use crate::gate::TrafficGate;
-use crate::migration::MigrationStatus;
+use crate::migration::{MigrationStatus, VerifyMode};
 use crate::migration_store::{MigrationStore, Transition};
 use crate::rate_limit::RateLimiter;
 use crate::retry::Failure;
 use crate::routing::MigrationState;
 use crate::tail_window::TailWindow;
+use crate::verification;
 
 /// What the driver hands the cutover.
 pub(crate) struct CutoverRun<'a> {
@@ -85,9 +86,9 @@ impl CutoverRun<'_> {
         gate.hold(tenant).await;
         let held = Instant::now();
         let deadline = held + timeout;
-        let outcome = hold(gate, control, copier, window, migration, deadline).await;
+        let outcome = hold(context, gate, control, copier, window, migration, deadline).await;
         let outcome = match outcome {
-            Ok(copied) => commit(context, control, migration, operator, held, copied).await,
+            Ok(found) => commit(context, control, migration, operator, held, found).await,
             Err(error) => Err(error),
         };
         // The route is the target now (MIGRATED) or still the source: release either way.
@@ -122,16 +123,25 @@ impl CutoverRun<'_> {
     }
 }
 
-/// Steps 2-4 under the hold: in-flight transactions end, final tail, verification. Returns
-/// the rows the final tail copied.
+/// What the hold found.
+struct Held {
+    /// Rows the final tail copied.
+    copied: u64,
+    /// The verification done under the hold, for the audit row.
+    verification: serde_json::Value,
+}
+
+/// Steps 2-4 under the hold: in-flight transactions end, final tail, verification (the
+/// tenant's counts always; the migration's `hash` or `full` level on top).
 async fn hold(
+    context: &Context,
     gate: &dyn TrafficGate,
     control: &mut MigrationStore,
     copier: &mut Copier,
     window: &mut TailWindow,
     migration: &MigrationStatus,
     deadline: Instant,
-) -> Result<u64, HoldError> {
+) -> Result<Held, HoldError> {
     let tenant = migration.tenant_id;
     gate.wait_idle(tenant, remaining(deadline))
         .await
@@ -166,10 +176,37 @@ async fn hold(
             ),
         }));
     }
-    if Instant::now() >= deadline {
-        return Err(HoldError::Timeout("verifying the counts"));
+    let mut verification = json!({"level": "count", "source_events": verified.source,
+                                  "target_events": verified.target});
+    let level = migration.options()?.verify;
+    if level != VerifyMode::Count {
+        let report = tokio::time::timeout(
+            remaining(deadline),
+            verification::verify(&context.stores, migration, level),
+        )
+        .await
+        .map_err(|_| HoldError::Timeout("verifying the target"))??;
+        if !report.passed {
+            let named: Vec<String> = report
+                .mismatches
+                .iter()
+                .take(3)
+                .filter_map(|m| serde_json::to_string(m).ok())
+                .collect();
+            return Err(HoldError::Failed(ControlError::Consistency {
+                migration_id: migration.id,
+                summary: format!("{}; first: {}", report.summary(), named.join(", ")),
+            }));
+        }
+        verification = serde_json::to_value(&report).unwrap_or(verification);
     }
-    Ok(outcome.copied)
+    if Instant::now() >= deadline {
+        return Err(HoldError::Timeout("verifying the target"));
+    }
+    Ok(Held {
+        copied: outcome.copied,
+        verification,
+    })
 }
 
 /// Steps 5-6: MIGRATED, the route and the audit row in one control-store transaction, then
@@ -180,7 +217,7 @@ async fn commit(
     migration: &MigrationStatus,
     operator: &str,
     held: Instant,
-    copied: u64,
+    found: Held,
 ) -> Result<MigrationStatus, HoldError> {
     let mut change = transition(
         migration.id,
@@ -189,9 +226,9 @@ async fn commit(
         operator,
     );
     change.details = json!({
-        "final_tail_events": copied,
+        "final_tail_events": found.copied,
         "pause_ms_before_commit": held.elapsed().as_secs_f64() * 1000.0,
-        "verification": "count",
+        "verification": found.verification,
     });
     change.only_from = Some(vec![MigrationState::CutoverPaused]);
     let status = match control.transition(&change).await {

@@ -4,7 +4,9 @@
 //! tenant of an aggregate never changes, and the stores' own `events` tables are the directory:
 //! on a miss evshift asks the stores, default first, and caches positive answers in a bounded
 //! LRU. An aggregate found nowhere is new: it matches no rows in any store. A lookup that could
-//! not reach every store is not a miss: it is an error, so evshift never guesses.
+//! not reach every store it asks is not a miss: it is an error, so evshift never guesses. Only
+//! stores that serve some tenant are asked: a migration's target holds copies until the
+//! cutover, so its outage must not fail the tenant's reads on the source.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -86,14 +88,22 @@ impl AggregateDirectory {
         }
     }
 
-    /// Finds the owner of `key`, asking the stores on a cache miss.
-    pub async fn owner(&self, key: Key) -> Result<Owner, LookupError> {
+    /// Finds the owner of `key`, asking on a cache miss the stores for which `serves` is true
+    /// (the stores that hold some tenant; a migration target that holds none has only copies).
+    pub async fn owner(
+        &self,
+        key: Key,
+        serves: impl Fn(&Store) -> bool,
+    ) -> Result<Owner, LookupError> {
         if let Some(tenant) = self.cached(key) {
             metrics::counter!("evshift_aggregate_lookups_total", "result" => "hit").increment(1);
             return Ok(Owner::Tenant(tenant));
         }
         metrics::counter!("evshift_aggregate_lookups_total", "result" => "miss").increment(1);
         for index in 0..self.stores.len() {
+            if !serves(&self.stores[index]) {
+                continue;
+            }
             if let Some(tenant) = self.ask(index, key).await? {
                 self.remember(key, tenant);
                 return Ok(Owner::Tenant(tenant));

@@ -742,10 +742,12 @@ impl Router {
                         .filter_map(|k| key_uuid(k, *bind).map(Key::Event)),
                 );
             for key in keys {
-                let owner =
-                    self.shared.directory.owner(key).await.map_err(|e| {
-                        ErrorFields::error(sqlstate::CONNECTION_FAILURE, e.to_string())
-                    })?;
+                let owner = self
+                    .shared
+                    .directory
+                    .owner(key, |store| self.serves(store))
+                    .await
+                    .map_err(|e| ErrorFields::error(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
                 match owner {
                     Owner::Tenant(Some(tenant)) => {
                         let store = self.store_of_tenant(tenant)?;
@@ -784,6 +786,15 @@ impl Router {
                 Ok(self.keyless_target())
             }
         }
+    }
+
+    /// Whether `store` holds some tenant now: the default store, or the read store of a route.
+    fn serves(&self, store: &crate::store::Store) -> bool {
+        if store.is_default {
+            return true;
+        }
+        let table = self.shared.routing.load();
+        table.routes().iter().any(|r| r.read_store() == &*store.id)
     }
 
     /// The tenant a keyless unit belongs to: the session tenant, outside a pinned transaction.

@@ -443,3 +443,51 @@ async fn abort_during_a_held_cutover_returns_the_tenant_to_its_source() {
     assert_eq!(on_source.get(&open_event), Some(&1));
     assert_eq!(on_source.len(), 5_002);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cutover_refuses_a_target_that_differs_and_names_why() {
+    let setup = MigrationSetup::start_with(&live_migration(5000), |c| c).await;
+    let tenant = tenant_ids(1)[0];
+    let source = setup.shared_db().await;
+    seed_events(&source, &[tenant], 3_000, 10).await.unwrap();
+    let id = setup
+        .migrate(tenant, "dedicated", &["--manual-cutover", "--verify", "full"])
+        .await;
+    setup.wait_for_state(id, "DUAL_WRITE").await;
+    let target = setup.dedicated_db().await;
+    let changed: Uuid = target
+        .query_one(
+            "UPDATE events SET payload = '{\"tampered\": true}'
+              WHERE event_id = (SELECT event_id FROM events WHERE tenant_id = $1
+                                 ORDER BY global_position LIMIT 1)
+              RETURNING event_id",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let refused = setup.ctl(&["--json", "cutover", &id.to_string()]).await;
+    let message = refused.refused("ConsistencyError");
+    assert!(message.contains(&changed.to_string()), "{message}");
+    let status = setup.status(id).await;
+    assert_eq!(status["state"], "DUAL_WRITE", "{status}");
+    let route = setup.ctl(&["--json", "routes", &tenant.to_string()]).await.ok_json();
+    assert_eq!(route["store"], "shared", "{route}");
+    let audit = setup
+        .ctl(&["--json", "audit", &id.to_string()])
+        .await
+        .ok_json();
+    let rolled_back = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["event_type"] == "cutover_rolled_back")
+        .expect("a cutover_rolled_back audit row");
+    assert_eq!(rolled_back["details"]["error"]["kind"], "ConsistencyError");
+    // Writes of the tenant still go to the source.
+    let mut client = setup.through_proxy().await;
+    let appended = append_event(&mut client, tenant, Uuid::new_v4(), 0).await.unwrap();
+    assert!(matches!(appended, AppendOutcome::Appended { .. }));
+}
