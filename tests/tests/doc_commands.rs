@@ -15,8 +15,9 @@
 //! - `<!-- doctest-setup: COMMANDS -->` on one line runs COMMANDS at that point, unseen by
 //!   readers: what the surrounding text takes for granted (a migration that exists).
 //!
-//! A misspelt marker, a marker not directly above a fence, or a marked block in another
-//! language fails the test and names the line. A failing block fails it with the file, the
+//! A misspelt marker (a line beginning `<!-- doctest` in neither form), a marker not directly
+//! above a fence, or a marked block in another language fails the test and names the line.
+//! Markers quoted inside a line of prose are text. A failing block fails it with the file, the
 //! line of the block, its commands and all they printed.
 //!
 //! # The environment

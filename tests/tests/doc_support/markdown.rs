@@ -79,7 +79,7 @@ pub fn extract(text: &str) -> Result<Vec<DocStep>, String> {
                 line: number,
                 body: StepBody::Shell(command.trim().to_string()),
             });
-        } else if line.contains("<!-- doctest") {
+        } else if line.starts_with("<!-- doctest") {
             return Err(format!(
                 "line {number}: unknown doc runner marker {line:?} (use {MARKER} or \
                  {SETUP_PREFIX} COMMANDS -->)"
@@ -241,6 +241,13 @@ TIMESTAMP  EVENT
         // string closes nothing), so nothing is marked.
         assert_eq!(extract(text).unwrap(), Vec::new());
         let text = "````md\n<!-- doctest -->\n```sh\nfalse\n```\n````\n";
+        assert_eq!(extract(text).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn markers_quoted_in_prose_are_text() {
+        let text = "Mark a block with `<!-- doctest -->` or prepare with\n\
+                    `<!-- doctest-setup: COMMANDS -->`.\n";
         assert_eq!(extract(text).unwrap(), Vec::new());
     }
 
