@@ -261,7 +261,7 @@ impl<'a> Pair<'a> {
         let sql = format!(
             "SELECT aggregate_id, aggregate_type::text, version, {}
                FROM events WHERE tenant_id = $1
-              ORDER BY aggregate_id, aggregate_type COLLATE \"C\", version",
+              ORDER BY events.aggregate_id, events.aggregate_type COLLATE \"C\", events.version",
             canonical::column_list()
         );
         let tenant: [&(dyn ToSql + Sync); 1] = [&self.tenant];
