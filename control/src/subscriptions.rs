@@ -557,7 +557,7 @@ async fn update_in_place(client: &Client, rewrite: &PlannedRewrite) -> Result<()
         .execute(
             "UPDATE projection_checkpoints
                 SET position_token = $3,
-                    global_position = CASE WHEN global_position IS NULL THEN NULL ELSE $4 END,
+                    global_position = CASE WHEN global_position IS NULL THEN NULL ELSE $4::bigint END,
                     updated_at = now()
               WHERE projection_name = $1 AND position_token = $2",
             &[

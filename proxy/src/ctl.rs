@@ -2,7 +2,8 @@
 //!
 //! It sends one request line, reads one reply line, and prints the result as an aligned table
 //! (or, with `--json`, the reply as it came). An error reply is one line on stderr naming its
-//! kind, exit status 1; so is a socket that cannot be reached.
+//! kind, exit status 1; so is a socket that cannot be reached, and so is a verification that
+//! found differences (after its report is printed).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -15,8 +16,10 @@ use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use evshift_control::verification::{Mismatch, SideSummary};
 use evshift_control::{
-    AuditEntry, MigrationRef, MigrationState, MigrationStatus, OptionOverrides, VerifyMode,
+    AuditEntry, MigrationRef, MigrationState, MigrationStatus, OptionOverrides, SubscriptionPlan,
+    VerificationReport, VerifyMode,
 };
 
 use crate::control_socket::protocol::{
@@ -28,6 +31,9 @@ mod watch;
 /// How long to wait for a reply. `assign` asks every store, each bounded by its connect
 /// timeout, and `abort` cleans the target, so this is generous.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long `verify` may take: a full verification reads every event of the tenant twice.
+const VERIFY_REPLY_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// `evshift ctl [--socket PATH] [--json] COMMAND`.
 #[derive(Debug, Args)]
@@ -120,6 +126,30 @@ pub enum CtlCommand {
         #[arg(value_parser = parse_ref)]
         migration: MigrationRef,
     },
+    /// Cut a migration in DUAL_WRITE over to its target now.
+    Cutover {
+        #[arg(value_parser = parse_ref)]
+        migration: MigrationRef,
+    },
+    /// Compare the target with the source (exit status 1 when they differ).
+    Verify {
+        #[arg(value_parser = parse_ref)]
+        migration: MigrationRef,
+        /// count, hash or full (default: the migration's verify option).
+        level: Option<VerifyMode>,
+    },
+    /// Rewrite subscription checkpoints from source to target positions.
+    Subscriptions {
+        #[arg(value_parser = parse_ref)]
+        migration: MigrationRef,
+        /// Subscription (projection) names, comma-separated; default: every checkpoint on the
+        /// source.
+        #[arg(long, value_delimiter = ',')]
+        names: Vec<String>,
+        /// Print the plan, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn parse_ref(text: &str) -> Result<MigrationRef, String> {
@@ -181,6 +211,30 @@ impl CtlCommand {
             CtlCommand::Audit { migration } => Request::Audit {
                 migration: *migration,
             },
+            CtlCommand::Cutover { migration } => control(ControlAction::Cutover, *migration),
+            CtlCommand::Verify { migration, level } => Request::Verify {
+                migration: *migration,
+                level: *level,
+                operator: operator(),
+            },
+            CtlCommand::Subscriptions {
+                migration,
+                names,
+                dry_run,
+            } => Request::Subscriptions {
+                migration: *migration,
+                names: names.clone(),
+                dry_run: *dry_run,
+                operator: operator(),
+            },
+        }
+    }
+
+    /// How long to wait for the reply.
+    fn reply_timeout(&self) -> Duration {
+        match self {
+            CtlCommand::Verify { .. } => VERIFY_REPLY_TIMEOUT,
+            _ => REPLY_TIMEOUT,
         }
     }
 }
@@ -197,7 +251,7 @@ fn control(action: ControlAction, migration: MigrationRef) -> Request {
 pub fn run(args: CtlArgs) -> ExitCode {
     match execute(&args) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::Refused(error)) => {
+        Ok(Outcome::Refused(error)) | Ok(Outcome::Failed(error)) => {
             eprintln!("evshift ctl: {}: {}", error.kind, error.message);
             ExitCode::FAILURE
         }
@@ -212,6 +266,8 @@ pub fn run(args: CtlArgs) -> ExitCode {
 enum Outcome {
     Done,
     Refused(ErrorBody),
+    /// The command ran and its result is a negative verdict (a failed verification).
+    Failed(ErrorBody),
 }
 
 fn execute(args: &CtlArgs) -> anyhow::Result<Outcome> {
@@ -222,7 +278,11 @@ fn execute(args: &CtlArgs) -> anyhow::Result<Outcome> {
         let interval = Duration::from_millis((*interval_ms).max(50));
         return watch::watch(args, *until, interval);
     }
-    let line = exchange(&args.socket, &args.command.request().to_line())?;
+    let line = exchange_within(
+        &args.socket,
+        &args.command.request().to_line(),
+        args.command.reply_timeout(),
+    )?;
     let reply: Reply = serde_json::from_str(&line)
         .with_context(|| format!("unexpected reply from {}", args.socket.display()))?;
     if args.json {
@@ -232,14 +292,32 @@ fn execute(args: &CtlArgs) -> anyhow::Result<Outcome> {
         Reply::Ok(result) => result,
         Reply::Error(error) => return Ok(Outcome::Refused(error)),
     };
+    let verdict = failed_verdict(&args.command, &result);
     if !args.json {
         print!("{}", render(&args.command, result)?);
     }
-    Ok(Outcome::Done)
+    Ok(verdict.map_or(Outcome::Done, Outcome::Failed))
+}
+
+/// The error line of a result that is a negative verdict: a verification that did not pass.
+fn failed_verdict(command: &CtlCommand, result: &serde_json::Value) -> Option<ErrorBody> {
+    if !matches!(command, CtlCommand::Verify { .. }) || result["passed"] != false {
+        return None;
+    }
+    let report: VerificationReport = serde_json::from_value(result.clone()).ok()?;
+    Some(ErrorBody {
+        kind: "ConsistencyError".into(),
+        message: format!("migration {}: {}", report.migration_id, report.summary()),
+    })
 }
 
 /// Sends `request` and returns the reply line (without its newline).
 fn exchange(socket: &Path, request: &str) -> anyhow::Result<String> {
+    exchange_within(socket, request, REPLY_TIMEOUT)
+}
+
+/// Like `exchange`, waiting at most `timeout` for the reply.
+fn exchange_within(socket: &Path, request: &str, timeout: Duration) -> anyhow::Result<String> {
     let mut stream = UnixStream::connect(socket).with_context(|| {
         format!(
             "cannot connect to the control socket {} (is evshift running? --socket or \
@@ -248,7 +326,7 @@ fn exchange(socket: &Path, request: &str) -> anyhow::Result<String> {
         )
     })?;
     stream
-        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .set_read_timeout(Some(timeout))
         .context("set the reply timeout")?;
     stream
         .write_all(format!("{request}\n").as_bytes())
@@ -285,9 +363,189 @@ fn render(command: &CtlCommand, result: serde_json::Value) -> anyhow::Result<Str
         CtlCommand::Migrate { .. }
         | CtlCommand::Pause { .. }
         | CtlCommand::Resume { .. }
-        | CtlCommand::Abort { .. } => summary(&decode::<MigrationStatus>(result)?),
+        | CtlCommand::Abort { .. }
+        | CtlCommand::Cutover { .. } => summary(&decode::<MigrationStatus>(result)?),
         CtlCommand::Audit { .. } => audit_table(&decode::<Vec<AuditEntry>>(result)?),
+        CtlCommand::Verify { .. } => verification(&decode::<VerificationReport>(result)?),
+        CtlCommand::Subscriptions { .. } => subscriptions(&decode::<SubscriptionPlan>(result)?),
     })
+}
+
+/// A verification report: the verdict, both stores, then the mismatches named.
+fn verification(report: &VerificationReport) -> String {
+    let side = |role: &str, store: &str, s: &SideSummary| {
+        vec![
+            role.to_string(),
+            store.to_string(),
+            s.events.to_string(),
+            s.streams.to_string(),
+            s.digest.map_or_else(|| "-".into(), |d| d.to_string()),
+        ]
+    };
+    let mut text = format!(
+        "migration {} of tenant {}: {} ({} ms)\n\n",
+        report.migration_id,
+        report.tenant_id,
+        report.summary(),
+        report.duration_ms
+    );
+    text.push_str(&table(
+        &["ROLE", "STORE", "EVENTS", "STREAMS", "DIGEST"],
+        &[
+            side("source", &report.source_store, &report.source),
+            side("target", &report.target_store, &report.target),
+        ],
+    ));
+    if !report.mismatches.is_empty() {
+        text.push('\n');
+        let rows: Vec<Vec<String>> = report.mismatches.iter().map(mismatch_row).collect();
+        text.push_str(&table(&["MISMATCH", "EVENT / STREAM", "DETAIL"], &rows));
+    }
+    if report.truncated {
+        text.push_str(&format!(
+            "... {} mismatches in all; the first {} are listed\n",
+            report.totals.total(),
+            report.mismatches.len()
+        ));
+    }
+    text
+}
+
+fn mismatch_row(mismatch: &Mismatch) -> Vec<String> {
+    let stream = |s: &evshift_control::verification::StreamKey| {
+        format!("{} {}", s.aggregate_type, s.aggregate_id)
+    };
+    let (kind, subject, detail) = match mismatch {
+        Mismatch::StreamMissing {
+            stream: s,
+            source_events,
+            source_last_version,
+        } => (
+            "stream missing",
+            stream(s),
+            format!("source: {source_events} events, last version {source_last_version}"),
+        ),
+        Mismatch::StreamExtra {
+            stream: s,
+            target_events,
+            target_last_version,
+        } => (
+            "stream extra",
+            stream(s),
+            format!("target: {target_events} events, last version {target_last_version}"),
+        ),
+        Mismatch::StreamCount {
+            stream: s,
+            source_events,
+            target_events,
+        } => (
+            "stream count",
+            stream(s),
+            format!("source {source_events} events, target {target_events}"),
+        ),
+        Mismatch::StreamLastVersion {
+            stream: s,
+            source_last_version,
+            target_last_version,
+        } => (
+            "stream last version",
+            stream(s),
+            format!("source {source_last_version}, target {target_last_version}"),
+        ),
+        Mismatch::Digest { source, target } => (
+            "digest",
+            "-".into(),
+            format!("source {source}, target {target}"),
+        ),
+        Mismatch::EventMissing {
+            event_id,
+            stream: s,
+            version,
+        } => (
+            "event missing",
+            event_id.to_string(),
+            format!("{} version {version}", stream(s)),
+        ),
+        Mismatch::EventExtra {
+            event_id,
+            stream: s,
+            version,
+        } => (
+            "event extra",
+            event_id.to_string(),
+            format!("{} version {version}", stream(s)),
+        ),
+        Mismatch::EventDiffers {
+            event_id,
+            stream: s,
+            version,
+            columns,
+        } => (
+            "event differs",
+            event_id.to_string(),
+            format!("{} version {version}: {}", stream(s), columns.join(", ")),
+        ),
+    };
+    vec![kind.to_string(), subject, detail]
+}
+
+/// A subscriptions plan: one row per checkpoint, then the ones left alone.
+fn subscriptions(plan: &SubscriptionPlan) -> String {
+    let mut text = format!(
+        "migration {} ({} -> {}){}: searched {}\n",
+        plan.migration_id,
+        plan.source_store,
+        plan.target_store,
+        if plan.dry_run { ", dry run" } else { "" },
+        plan.searched_stores.join(", ")
+    );
+    let rows: Vec<Vec<String>> = plan
+        .rewrites
+        .iter()
+        .map(|r| {
+            let kind = serde_json::to_value(r.translation.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let status = match (&r.conflict, r.status) {
+                (Some(_), _) => "conflict".to_string(),
+                (None, status) => format!("{status:?}").to_lowercase(),
+            };
+            vec![
+                r.name.clone(),
+                r.store.clone(),
+                r.write_to.join(", "),
+                r.old_token.clone(),
+                r.new_token.clone(),
+                kind,
+                r.translation.possible_repeats.to_string(),
+                status,
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &[
+            "NAME",
+            "STORE",
+            "WRITE TO",
+            "OLD TOKEN",
+            "NEW TOKEN",
+            "TRANSLATION",
+            "REPEATS",
+            "STATUS",
+        ],
+        &rows,
+    ));
+    for conflict in plan.rewrites.iter().filter_map(|r| r.conflict.as_ref()) {
+        text.push_str(&format!("conflict: {conflict}\n"));
+    }
+    for skipped in &plan.skipped {
+        text.push_str(&format!(
+            "skipped {} on {}: {}\n",
+            skipped.name, skipped.store, skipped.reason
+        ));
+    }
+    text
 }
 
 /// One line about a migration, as migrate, pause, resume and abort print it.
@@ -445,6 +703,42 @@ mod tests {
             text,
             "ID           REACHABLE\nshared       yes\ndedicated-1  no\n"
         );
+    }
+
+    fn report(passed: bool) -> serde_json::Value {
+        serde_json::json!({
+            "migration_id": 4, "tenant_id": Uuid::nil(), "source_store": "shared",
+            "target_store": "dedicated", "level": "full", "passed": passed,
+            "source": {"events": 2, "streams": 1}, "target": {"events": 1, "streams": 1},
+            "totals": {"streams_missing": 0, "streams_extra": 0, "stream_counts": 0,
+                       "stream_last_versions": 0, "digests": 0,
+                       "events_missing": u8::from(!passed), "events_extra": 0,
+                       "events_differing": 0},
+            "mismatches": if passed { serde_json::json!([]) } else { serde_json::json!([
+                {"kind": "event_missing", "event_id": Uuid::nil(), "aggregate_id": Uuid::nil(),
+                 "aggregate_type": "Order", "version": 2}]) },
+            "truncated": false, "duration_ms": 3
+        })
+    }
+
+    #[test]
+    fn a_failed_verification_is_a_consistency_error_line() {
+        let command = CtlCommand::Verify {
+            migration: MigrationRef::Id(4),
+            level: None,
+        };
+        assert!(failed_verdict(&command, &report(true)).is_none());
+        let error = failed_verdict(&command, &report(false)).expect("a failed verdict");
+        assert_eq!(error.kind, "ConsistencyError");
+        assert!(
+            error.message.contains("1 event(s) missing"),
+            "{}",
+            error.message
+        );
+        let text = render(&command, report(false)).unwrap();
+        assert!(text.contains("event missing  00000000-0000-0000-0000-000000000000"));
+        let status = CtlCommand::Status { migration: None };
+        assert!(failed_verdict(&status, &report(false)).is_none());
     }
 
     #[test]

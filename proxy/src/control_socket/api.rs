@@ -2,7 +2,8 @@
 //!
 //! The socket layer parses a line into a [`Request`] and writes back whatever `handle` returns,
 //! so a new command is a `Request` variant and a method here. Migration commands go to the
-//! [`Coordinator`].
+//! [`Coordinator`]; `verify` and `subscriptions` run the control crate's verification and
+//! subscription migrator over the coordinator's stores.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,9 @@ use uuid::Uuid;
 
 use evshift_control::error::describe_pg_error;
 use evshift_control::{
-    ControlError, Coordinator, MigrationRef, OptionOverrides, ReconnectingControlStore,
-    RoutingPublisher, StartMigration,
+    verify, ControlError, Coordinator, MigrationRef, OptionOverrides, PositionMapper,
+    ReconnectingControlStore, RoutingPublisher, StartMigration, SubscriptionMigrator,
+    SubscriptionPlan, VerificationReport, VerifyMode,
 };
 
 use super::protocol::{ControlAction, Outcome, Request, RouteView, StoreStatus};
@@ -97,6 +99,23 @@ impl ControlApi {
                 .audit(migration)
                 .await
                 .map(Outcome::Audit),
+            Request::Verify {
+                migration,
+                level,
+                operator,
+            } => self
+                .verify(migration, level, operator)
+                .await
+                .map(|r| Outcome::Verification(Box::new(r))),
+            Request::Subscriptions {
+                migration,
+                names,
+                dry_run,
+                operator,
+            } => self
+                .subscriptions(migration, &names, dry_run, operator)
+                .await
+                .map(|p| Outcome::Subscriptions(Box::new(p))),
         }
     }
 
@@ -128,7 +147,57 @@ impl ControlApi {
             .await
     }
 
-    /// Pause, resume or abort.
+    /// Verifies the migration's target at `level` (default: the migration's `verify`
+    /// option) and keeps the report in its audit log (`verification`). A failed verification
+    /// is a report with `passed: false`, not an error reply.
+    async fn verify(
+        &self,
+        reference: MigrationRef,
+        level: Option<VerifyMode>,
+        operator: Option<String>,
+    ) -> Result<VerificationReport, ControlError> {
+        let coordinator = self.coordinator()?;
+        let migration = coordinator.find(reference).await?;
+        let level = match level {
+            Some(level) => level,
+            None => migration.options()?.verify,
+        };
+        let report = verify(coordinator.stores(), &migration, level).await?;
+        let details = serde_json::to_value(&report)
+            .map_err(|e| ControlError::Internal(format!("cannot encode the report: {e}")))?;
+        let operator = operator.unwrap_or_else(|| DEFAULT_OPERATOR.into());
+        coordinator
+            .record_audit(migration.id, "verification", &details, &operator)
+            .await?;
+        Ok(report)
+    }
+
+    /// Rewrites (or, with `dry_run`, plans the rewrite of) subscription checkpoints from the
+    /// migration's source positions to its target positions.
+    async fn subscriptions(
+        &self,
+        reference: MigrationRef,
+        names: &[String],
+        dry_run: bool,
+        operator: Option<String>,
+    ) -> Result<SubscriptionPlan, ControlError> {
+        let coordinator = self.coordinator()?;
+        let control_url = self
+            .shared
+            .config
+            .control
+            .as_ref()
+            .map(|c| c.url.as_str())
+            .ok_or(ControlError::NoControlStore)?;
+        let migration = coordinator.find(reference).await?;
+        let mapper = PositionMapper::connect(control_url, &migration).await?;
+        let operator = operator.unwrap_or_else(|| DEFAULT_OPERATOR.into());
+        SubscriptionMigrator::new(coordinator, &migration, &mapper)
+            .run(names, dry_run, &operator)
+            .await
+    }
+
+    /// Pause, resume, abort or cut over.
     async fn control(
         &self,
         action: ControlAction,
@@ -141,6 +210,7 @@ impl ControlApi {
             ControlAction::Pause => coordinator.pause(migration, &operator).await,
             ControlAction::Resume => coordinator.resume(migration, &operator).await,
             ControlAction::Abort => coordinator.abort(migration, &operator).await,
+            ControlAction::Cutover => coordinator.cutover(migration, &operator).await,
         }
     }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use evshift_control::{
     AuditEntry, ControlError, MigrationRef, MigrationState, MigrationStatus, OptionOverrides,
-    Route, VerifyMode,
+    Route, SubscriptionPlan, VerificationReport, VerifyMode,
 };
 
 /// One command, parsed and validated.
@@ -31,7 +31,7 @@ pub enum Request {
     },
     /// `{"command":"status"}` or `{"command":"status","migration":ID|TENANT}`.
     Status { migration: Option<MigrationRef> },
-    /// `{"command":"pause"|"resume"|"abort","migration":ID|TENANT}`.
+    /// `{"command":"pause"|"resume"|"abort"|"cutover","migration":ID|TENANT}`.
     Control {
         action: ControlAction,
         migration: MigrationRef,
@@ -39,6 +39,22 @@ pub enum Request {
     },
     /// `{"command":"audit","migration":ID|TENANT}`: the migration's audit log.
     Audit { migration: MigrationRef },
+    /// `{"command":"verify","migration":ID|TENANT,"level":"count"|"hash"|"full"}`: compare
+    /// the target with the source; without `level`, the migration's own `verify` option.
+    Verify {
+        migration: MigrationRef,
+        level: Option<VerifyMode>,
+        operator: Option<String>,
+    },
+    /// `{"command":"subscriptions","migration":ID|TENANT,"names":[...],"dry_run":true}`:
+    /// rewrite (or plan the rewrite of) subscription checkpoints to target positions.
+    Subscriptions {
+        migration: MigrationRef,
+        /// Empty: every checkpoint on the source.
+        names: Vec<String>,
+        dry_run: bool,
+        operator: Option<String>,
+    },
 }
 
 /// The operator commands that change a running migration.
@@ -47,6 +63,7 @@ pub enum ControlAction {
     Pause,
     Resume,
     Abort,
+    Cutover,
 }
 
 /// The JSON shape of a request, before its arguments are checked.
@@ -98,6 +115,27 @@ enum RawRequest {
     },
     Audit {
         migration: Value,
+    },
+    Cutover {
+        migration: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
+    },
+    Verify {
+        migration: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<VerifyMode>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
+    },
+    Subscriptions {
+        migration: Value,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        names: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dry_run: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
     },
 }
 
@@ -162,6 +200,30 @@ impl Request {
             RawRequest::Audit { migration } => Request::Audit {
                 migration: parse_migration(&migration)?,
             },
+            RawRequest::Cutover {
+                migration,
+                operator,
+            } => control(ControlAction::Cutover, &migration, operator)?,
+            RawRequest::Verify {
+                migration,
+                level,
+                operator,
+            } => Request::Verify {
+                migration: parse_migration(&migration)?,
+                level,
+                operator,
+            },
+            RawRequest::Subscriptions {
+                migration,
+                names,
+                dry_run,
+                operator,
+            } => Request::Subscriptions {
+                migration: parse_migration(&migration)?,
+                names: check_names(names)?,
+                dry_run,
+                operator,
+            },
         })
     }
 
@@ -212,16 +274,54 @@ impl Request {
                         migration,
                         operator,
                     },
+                    ControlAction::Cutover => RawRequest::Cutover {
+                        migration,
+                        operator,
+                    },
                 }
             }
             Request::Audit { migration } => RawRequest::Audit {
                 migration: migration_value(*migration),
+            },
+            Request::Verify {
+                migration,
+                level,
+                operator,
+            } => RawRequest::Verify {
+                migration: migration_value(*migration),
+                level: *level,
+                operator: operator.clone(),
+            },
+            Request::Subscriptions {
+                migration,
+                names,
+                dry_run,
+                operator,
+            } => RawRequest::Subscriptions {
+                migration: migration_value(*migration),
+                names: names.clone(),
+                dry_run: *dry_run,
+                operator: operator.clone(),
             },
         };
         // Strings only: encoding cannot fail. Were it to, the server would answer the empty
         // line with InvalidRequestError.
         serde_json::to_string(&raw).unwrap_or_default()
     }
+}
+
+/// Subscription names: non-empty, each once.
+fn check_names(names: Vec<String>) -> Result<Vec<String>, ControlError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in &names {
+        if name.trim().is_empty() {
+            return Err(invalid("a subscription name is empty"));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(invalid(format!("subscription {name:?} is named twice")));
+        }
+    }
+    Ok(names)
 }
 
 fn parse_tenant(text: &str) -> Result<Uuid, ControlError> {
@@ -276,6 +376,8 @@ pub enum Outcome {
     Migration(Box<MigrationStatus>),
     Migrations(Vec<MigrationStatus>),
     Audit(Vec<AuditEntry>),
+    Verification(Box<VerificationReport>),
+    Subscriptions(Box<SubscriptionPlan>),
 }
 
 /// One configured store, as `stores` reports it.
@@ -441,6 +543,33 @@ mod tests {
             Request::Audit {
                 migration: MigrationRef::Id(9),
             },
+            Request::Control {
+                action: ControlAction::Cutover,
+                migration: MigrationRef::Id(3),
+                operator: None,
+            },
+            Request::Verify {
+                migration: MigrationRef::Tenant(tenant),
+                level: Some(VerifyMode::Full),
+                operator: Some("carol".into()),
+            },
+            Request::Verify {
+                migration: MigrationRef::Id(1),
+                level: None,
+                operator: None,
+            },
+            Request::Subscriptions {
+                migration: MigrationRef::Id(1),
+                names: vec!["orders".into(), "invoices".into()],
+                dry_run: true,
+                operator: None,
+            },
+            Request::Subscriptions {
+                migration: MigrationRef::Tenant(tenant),
+                names: Vec::new(),
+                dry_run: false,
+                operator: Some("dave".into()),
+            },
         ];
         for request in requests {
             assert_eq!(
@@ -473,6 +602,13 @@ mod tests {
             r#"{"command":"pause"}"#,
             r#"{"command":"abort","migration":[1]}"#,
             r#"{"command":"audit","migration":"1","extra":true}"#,
+            r#"{"command":"cutover"}"#,
+            r#"{"command":"verify","migration":1,"level":"md5"}"#,
+            r#"{"command":"verify","migration":1,"levels":"count"}"#,
+            r#"{"command":"subscriptions","migration":1,"names":"a,b"}"#,
+            r#"{"command":"subscriptions","migration":1,"names":[""]}"#,
+            r#"{"command":"subscriptions","migration":1,"names":["a","a"]}"#,
+            r#"{"command":"subscriptions","migration":1,"dry_run":"yes"}"#,
         ] {
             assert_eq!(kind_of(line), "InvalidRequestError", "{line}");
         }
