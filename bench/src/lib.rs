@@ -21,6 +21,7 @@ pub mod procfs;
 pub mod recorder;
 pub mod report;
 pub mod scenario;
+pub mod scenario_cli;
 pub mod seed;
 pub mod stats;
 pub mod table;

@@ -60,7 +60,7 @@ impl Machine {
     pub fn markdown(&self, command: &str) -> String {
         format!(
             "- Command: `{command}`\n\
-             - Date: {}; evshift release build of {}\n\
+             - Date: {}; evshift built from {}\n\
              - Machine: {}, `nproc` = {}, {:.0} GiB, kernel {}; PostgreSQL {} (throwaway clusters, fsync off)\n\
              - Everything (clients, PostgreSQL servers, evshift, PgBouncer) shares these {} cores, and other builds ran on the machine at the same time (1-minute load average {:.2} at the start, {:.2} at the end): absolute figures are low and noisy; compare the columns of one run.\n",
             self.date,

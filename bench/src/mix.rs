@@ -58,6 +58,16 @@ impl fmt::Display for TxKind {
     }
 }
 
+impl FromStr for TxKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<TxKind, String> {
+        TxKind::parse(name.trim()).ok_or_else(|| {
+            format!("unknown transaction {name:?} (append, read_stream, read_all, snapshot)")
+        })
+    }
+}
+
 /// Relative weights of the transaction kinds, e.g. `append=70,read_stream=20,read_all=5,snapshot=5`
 /// or a single kind (`append`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -49,12 +49,15 @@ fn escape_pipes(cells: &[String]) -> Vec<String> {
 pub fn thousands(value: f64) -> String {
     let rounded = value.round() as i128;
     let digits = rounded.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
+    // Groups of three from the right: the first group takes what is left over.
+    let first = match digits.len() % 3 {
+        0 => 3,
+        r => r,
+    };
+    let mut out = digits[..first.min(digits.len())].to_owned();
+    for group in digits.as_bytes()[first.min(digits.len())..].chunks(3) {
+        out.push(',');
+        out.push_str(std::str::from_utf8(group).unwrap_or_default());
     }
     if rounded < 0 {
         out.insert(0, '-');

@@ -27,7 +27,7 @@ const EVENT_TYPE: &str = "OrderItemAdded";
 const ACTOR: &str = "bench";
 
 /// How statements are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// Simple query protocol, values inlined as literals (pgbench `-M simple`).
