@@ -45,6 +45,7 @@ pub mod settings;
 pub mod store_directory;
 pub mod subscriptions;
 pub mod tail_window;
+pub mod telemetry;
 pub mod transitions;
 pub mod verification;
 

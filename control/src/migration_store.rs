@@ -19,7 +19,7 @@ use crate::control_store::{connection_config, describe_target};
 use crate::error::{describe_pg_error, ControlError};
 use crate::migration::{AuditEntry, MigrationOptions, MigrationRef, MigrationStatus};
 use crate::routing::MigrationState;
-use crate::transitions;
+use crate::{telemetry, transitions};
 
 /// A timestamp column as RFC 3339 text in UTC.
 fn rfc3339(column: &str) -> String {
@@ -193,7 +193,11 @@ impl MigrationStore {
             .query(&sql, &[])
             .await
             .map_err(|e| self.error("list active migrations", &e))?;
-        rows.iter().map(status_from_row).collect()
+        let migrations: Vec<MigrationStatus> =
+            rows.iter().map(status_from_row).collect::<Result<_, _>>()?;
+        // After a restart these figures are exported before the drivers' first batch.
+        migrations.iter().for_each(telemetry::loaded);
+        Ok(migrations)
     }
 
     /// The active migration of `tenant`, if any.
@@ -278,7 +282,9 @@ impl MigrationStore {
             .await
             .map_err(|e| fail(&e))?;
         transaction.commit().await.map_err(|e| fail(&e))?;
-        self.get(id).await
+        let status = self.get(id).await?;
+        telemetry::loaded(&status);
+        Ok(status)
     }
 
     /// `TenantMigrating` for the tenant's active migration (after a unique violation).
@@ -366,6 +372,7 @@ impl MigrationStore {
             .await
             .map_err(|e| fail(&e))?;
         transaction.commit().await.map_err(|e| fail(&e))?;
+        record_transition(change, current.tenant_id);
         self.get(id).await
     }
 
@@ -462,7 +469,11 @@ impl MigrationStore {
         append_audit(&transaction, id, "abort_started", &details, operator)
             .await
             .map_err(|e| fail(&e))?;
-        transaction.commit().await.map_err(|e| fail(&e))
+        transaction.commit().await.map_err(|e| fail(&e))?;
+        // What the UPDATE above wrote: nothing copied, everything to copy again.
+        telemetry::progress(id, current.tenant_id, 0.0);
+        telemetry::lag(id, current.tenant_id, current.events_total);
+        Ok(())
     }
 
     /// Records a batch that the target committed: its position mappings and the new
@@ -504,7 +515,7 @@ impl MigrationStore {
                         events_per_second = $4,
                         updated_at = now()
                   WHERE id = $1
-                  RETURNING paused",
+                  RETURNING paused, tenant_id, state, progress_percentage, lag_events",
                 &[
                     &id,
                     &batch.last_source_position,
@@ -516,7 +527,11 @@ impl MigrationStore {
             .await
             .map_err(|e| fail(&e))?;
         transaction.commit().await.map_err(|e| fail(&e))?;
-        Ok(row.is_some_and(|r| r.get(0)))
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        record_checkpoint(id, batch, &row);
+        Ok(row.get(0))
     }
 
     /// The target position of the last checkpointed event (target positions follow source
@@ -536,19 +551,27 @@ impl MigrationStore {
 
     /// Sets the number of tenant events still to copy (the total follows: copied + lag).
     pub async fn set_lag(&self, id: i64, lag: i64) -> Result<(), ControlError> {
-        self.client
-            .execute(
+        let row = self
+            .client
+            .query_opt(
                 "UPDATE tenant_migrations SET
                         lag_events = $2,
                         events_total = events_copied + $2,
                         progress_percentage = CASE WHEN events_copied + $2 = 0 THEN 100
                             ELSE 100.0 * events_copied / (events_copied + $2) END,
                         updated_at = now()
-                  WHERE id = $1 AND (lag_events <> $2 OR events_total <> events_copied + $2)",
+                  WHERE id = $1 AND (lag_events <> $2 OR events_total <> events_copied + $2)
+                  RETURNING tenant_id, progress_percentage",
                 &[&id, &lag],
             )
             .await
             .map_err(|e| self.error(&format!("record the lag of migration {id}"), &e))?;
+        // No row: the figures did not change, and were exported when they last did.
+        if let Some(row) = row {
+            let tenant: Uuid = row.get(0);
+            telemetry::lag(id, tenant, lag);
+            telemetry::progress(id, tenant, row.get(1));
+        }
         Ok(())
     }
 
@@ -610,6 +633,32 @@ impl MigrationStore {
             .await
             .map_err(|e| ControlError::from_control_store(format!("{what} on {target}"), &e))
     }
+}
+
+/// Exports a committed phase change: the state, and a failure when the change is one.
+fn record_transition(change: &Transition, tenant: Uuid) {
+    let id = change.migration_id;
+    telemetry::state_changed(id, tenant, change.to);
+    if change.to == MigrationState::Failed {
+        telemetry::failure(id, tenant, "failed");
+    }
+    if change.event == "cutover_rolled_back" {
+        telemetry::failure(id, tenant, "cutover_rolled_back");
+    }
+}
+
+/// Exports a committed batch from the row its checkpoint UPDATE returned
+/// (`paused, tenant_id, state, progress_percentage, lag_events`).
+fn record_checkpoint(id: i64, batch: &BatchRecord, row: &Row) {
+    let tenant: Uuid = row.get(1);
+    let state: &str = row.get(2);
+    let lag: i64 = row.get(4);
+    telemetry::events_copied(id, tenant, batch.events.max(0) as u64);
+    telemetry::progress(id, tenant, row.get(3));
+    telemetry::lag(id, tenant, lag);
+    tracing::debug!(migration_id = id, tenant_id = %tenant, phase = state,
+        operation = "checkpoint", events = batch.events,
+        checkpoint = batch.last_source_position, lag, "batch checkpointed");
 }
 
 /// A batch's mappings as binary COPY data for `migration_position_mappings`.

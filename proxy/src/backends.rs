@@ -21,10 +21,31 @@ pub struct BackendReader {
     pub input: BytesMut,
 }
 
-/// Write side of one backend session.
+/// Write side of one backend session. It lives exactly as long as the session is open, so it
+/// carries the session's place in `evshift_backend_connections_open`.
 pub struct BackendWriter {
     pub stream: OwnedWriteHalf,
     pub output: BytesMut,
+    _open: OpenGauge,
+}
+
+/// One open backend session in `evshift_backend_connections_open{store}`, from creation to drop
+/// (however the session ends: closed, lost, or the client session gone).
+struct OpenGauge(metrics::Gauge);
+
+impl OpenGauge {
+    fn new(store: &Store) -> OpenGauge {
+        let gauge =
+            metrics::gauge!("evshift_backend_connections_open", "store" => store.id.to_string());
+        gauge.increment(1.0);
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// What a backend session has been told, beyond the client's own messages to it.
@@ -72,6 +93,9 @@ impl Backends {
 
     /// Installs an authenticated backend session for store `index`.
     pub fn install(&mut self, index: usize, session: BackendSession) {
+        // Counted here, where every session passes (the default store's first one too).
+        metrics::counter!("evshift_backend_connections_total", "store" => self.stores[index].id.to_string())
+            .increment(1);
         let (stream, input) = session.connection.into_parts();
         let (reader, writer) = stream.into_split();
         self.readers[index] = Some(BackendReader {
@@ -81,6 +105,7 @@ impl Backends {
         self.writers[index] = Some(BackendWriter {
             stream: writer,
             output: BytesMut::with_capacity(8 * 1024),
+            _open: OpenGauge::new(&self.stores[index]),
         });
         self.states[index] = BackendState {
             cancel_key: session.cancel_key,
@@ -99,8 +124,6 @@ impl Backends {
             return Ok(());
         }
         let session = backend::connect(&self.stores[index], client_parameters, timeout).await?;
-        metrics::counter!("evshift_backend_connections_total", "store" => self.stores[index].id.to_string())
-            .increment(1);
         self.install(index, session);
         Ok(())
     }

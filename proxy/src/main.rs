@@ -15,6 +15,7 @@ use evshift_proxy::control_socket::api::{ControlApi, ControlPlane};
 use evshift_proxy::control_socket::ControlSocket;
 use evshift_proxy::ctl::{self, CtlArgs};
 use evshift_proxy::gate::TenantGate;
+use evshift_proxy::log_format::JsonLines;
 use evshift_proxy::server::{self, Shared};
 
 /// evshift: route and live-migrate the tenants of a PostgreSQL event store.
@@ -86,10 +87,7 @@ fn serve(path: PathBuf, check_only: bool) -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_listen {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+        evshift_proxy::telemetry::install(addr)?;
     }
     // Without a control store every tenant lives on the default store.
     let routing = evshift_control::routing::handle(Default::default());
@@ -193,7 +191,11 @@ fn init_logging(log: &LogConfig) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match log.format {
-        LogFormat::Json => builder.json().init(),
+        // Span fields as JSON, so that each line can carry its spans' fields (log_format).
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(JsonLines)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
