@@ -2,7 +2,7 @@
 --   psql -v ON_ERROR_STOP=1 -f bench/pgbench/seed.sql
 --
 -- 1,000 'Order' aggregates, numbered 1..1000, with 10 events each (10,000 events), spread over
--- 8 tenants. read_stream.sql reads these aggregates; append.sql writes to other numbers
+-- 8 tenants, and a snapshot of each. read_stream.sql and snapshot.sql read these aggregates; append.sql writes to other numbers
 -- ((client_id + 1) * 1000000 + n), so appends never lengthen the streams read_stream.sql reads.
 --
 -- Identities are derived from integers exactly as the pgbench scripts derive them:
@@ -25,4 +25,11 @@ SELECT md5('seed-' || a || '-' || v)::uuid,
   FROM generate_series(1, 1000) AS a, generate_series(1, 10) AS v
 ON CONFLICT DO NOTHING;
 
+-- One snapshot per aggregate (at version 10), for snapshot.sql.
+INSERT INTO snapshots (aggregate_id, aggregate_type, version, state)
+SELECT md5(a::text)::uuid, 'Order', 10, jsonb_build_object('items', 10, 'order_no', a)
+  FROM generate_series(1, 1000) AS a
+ON CONFLICT DO NOTHING;
+
 ANALYZE events;
+ANALYZE snapshots;
