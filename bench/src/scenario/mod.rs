@@ -23,6 +23,8 @@ use uuid::Uuid;
 
 use crate::load::LoadSpec;
 use crate::mix::{Mix, TxKind};
+use crate::plot::Marker;
+use crate::recorder::Mark;
 use crate::report::SeriesPoint;
 use crate::workload::Protocol;
 
@@ -158,6 +160,17 @@ fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).with_context(|| format!("write {}", path.display()))
 }
 
+/// A load's marks (a cutover, a phase change) as plot markers, in seconds.
+pub fn markers_of(marks: &[Mark]) -> Vec<Marker> {
+    marks
+        .iter()
+        .map(|m| Marker {
+            x: m.t_ms / 1e3,
+            label: m.label.clone(),
+        })
+        .collect()
+}
+
 /// A run's p99 per 100 ms as plot points: (seconds, milliseconds).
 pub fn p99_points(series: &[SeriesPoint]) -> Vec<(f64, f64)> {
     series
@@ -165,4 +178,34 @@ pub fn p99_points(series: &[SeriesPoint]) -> Vec<(f64, f64)> {
         .filter(|p| p.count > 0)
         .map(|p| (p.t_ms as f64 / 1e3, p.p99_us as f64 / 1e3))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_become_markers_in_seconds_and_empty_bins_are_skipped() {
+        let marks = [Mark {
+            t_ms: 1500.0,
+            label: "cutover".into(),
+        }];
+        assert_eq!(
+            markers_of(&marks),
+            vec![Marker {
+                x: 1.5,
+                label: "cutover".into()
+            }]
+        );
+        let point = |t_ms, count, p99_us| SeriesPoint {
+            t_ms,
+            count,
+            errors: 0,
+            p50_us: 0,
+            p99_us,
+            max_us: 0,
+        };
+        let points = p99_points(&[point(0, 3, 2000), point(100, 0, 0), point(200, 1, 500)]);
+        assert_eq!(points, vec![(0.0, 2.0), (0.2, 0.5)]);
+    }
 }
