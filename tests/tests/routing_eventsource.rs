@@ -11,39 +11,12 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::python::{asyncpg_url, eventsource_python};
 use common::routed::Routed;
 use tokio::process::Command;
 
 /// Longer than the script's own limit (120 s), so that the script reports what it was doing.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The interpreter of `.venv-eventsource`, or `None` after saying why the test does not run.
-fn eventsource_python() -> Option<PathBuf> {
-    if let Some(python) = std::env::var_os("EVSHIFT_EVENTSOURCE_PYTHON") {
-        return Some(PathBuf::from(python));
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "EVSHIFT_EVENTSOURCE_PYTHON is not set: under CI, scripts/test must provide the \
-             Python >= 3.13 environment with eventsource-py (.venv-eventsource, \
-             tests/python/requirements-eventsource.txt)"
-        );
-    }
-    eprintln!(
-        "skipped: no Python >= 3.13 environment (run scripts/test): EVSHIFT_EVENTSOURCE_PYTHON \
-         is not set, so eventsource-py cannot be driven through evshift"
-    );
-    None
-}
-
-/// `postgres://app@HOST:PORT/postgres` as a SQLAlchemy asyncpg URL.
-fn asyncpg_url(url: &str) -> String {
-    let rest = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-        .unwrap_or_else(|| panic!("not a PostgreSQL URL: {url}"));
-    format!("postgresql+asyncpg://{rest}")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventsource_py_through_the_proxy_keeps_each_tenant_on_its_store() {
