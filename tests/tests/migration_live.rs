@@ -451,7 +451,11 @@ async fn a_cutover_refuses_a_target_that_differs_and_names_why() {
     let source = setup.shared_db().await;
     seed_events(&source, &[tenant], 3_000, 10).await.unwrap();
     let id = setup
-        .migrate(tenant, "dedicated", &["--manual-cutover", "--verify", "full"])
+        .migrate(
+            tenant,
+            "dedicated",
+            &["--manual-cutover", "--verify", "full"],
+        )
         .await;
     setup.wait_for_state(id, "DUAL_WRITE").await;
     let target = setup.dedicated_db().await;
@@ -472,7 +476,10 @@ async fn a_cutover_refuses_a_target_that_differs_and_names_why() {
     assert!(message.contains(&changed.to_string()), "{message}");
     let status = setup.status(id).await;
     assert_eq!(status["state"], "DUAL_WRITE", "{status}");
-    let route = setup.ctl(&["--json", "routes", &tenant.to_string()]).await.ok_json();
+    let route = setup
+        .ctl(&["--json", "routes", &tenant.to_string()])
+        .await
+        .ok_json();
     assert_eq!(route["store"], "shared", "{route}");
     let audit = setup
         .ctl(&["--json", "audit", &id.to_string()])
@@ -488,6 +495,157 @@ async fn a_cutover_refuses_a_target_that_differs_and_names_why() {
     assert_eq!(rolled_back["details"]["error"]["kind"], "ConsistencyError");
     // Writes of the tenant still go to the source.
     let mut client = setup.through_proxy().await;
-    let appended = append_event(&mut client, tenant, Uuid::new_v4(), 0).await.unwrap();
+    let appended = append_event(&mut client, tenant, Uuid::new_v4(), 0)
+        .await
+        .unwrap();
     assert!(matches!(appended, AppendOutcome::Appended { .. }));
+}
+
+/// A catch-up subscriber of one tenant through evshift, eventsource-py style: it reads pages
+/// above its checkpoint inside the horizon and keeps its checkpoint in `projection_checkpoints`
+/// (session tenant set, so both follow the tenant's store).
+struct Subscriber {
+    client: Client,
+    tenant: Uuid,
+    processed: Vec<Uuid>,
+}
+
+const SUBSCRIPTION: &str = "orders-projection";
+
+impl Subscriber {
+    async fn connect(setup: &MigrationSetup, tenant: Uuid) -> Subscriber {
+        let client = setup.through_proxy().await;
+        client
+            .batch_execute(&format!("SET evshift.tenant_id = '{tenant}'"))
+            .await
+            .unwrap();
+        Subscriber {
+            client,
+            tenant,
+            processed: Vec::new(),
+        }
+    }
+
+    async fn checkpoint(&self) -> i64 {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT position_token FROM projection_checkpoints WHERE projection_name = $1",
+                &[&SUBSCRIPTION],
+            )
+            .await
+            .unwrap();
+        let Some(row) = row else { return 0 };
+        let token: String = row.get(0);
+        let token: serde_json::Value = serde_json::from_str(&token).unwrap();
+        token["k"][0].as_i64().unwrap()
+    }
+
+    /// Reads and processes everything visible above the checkpoint, saving it after each page.
+    async fn catch_up(&mut self) {
+        loop {
+            let position = self.checkpoint().await;
+            let horizon: String = self
+                .client
+                .query_one("SELECT eventsource_feed_horizon()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            let page = self
+                .client
+                .query(
+                    "SELECT global_position, event_id FROM events
+                      WHERE (txid IS NULL OR txid < CAST($1 AS text)::xid8)
+                        AND global_position > $2 AND tenant_id = $3
+                      ORDER BY global_position ASC LIMIT 500",
+                    &[&horizon, &position, &self.tenant],
+                )
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { return };
+            let last: i64 = last.get(0);
+            self.processed
+                .extend(page.iter().map(|r| r.get::<_, Uuid>(1)));
+            let token = format!("{{\"s\":\"pg:postgres\",\"k\":[{last}]}}");
+            self.client
+                .execute(
+                    "INSERT INTO projection_checkpoints (projection_name, position_token, updated_at)
+                     VALUES ($1, $2, now())
+                     ON CONFLICT (projection_name) DO UPDATE
+                        SET position_token = EXCLUDED.position_token, updated_at = now()",
+                    &[&SUBSCRIPTION, &token],
+                )
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_continues_on_the_target_without_missing_or_repeating_an_event() {
+    let setup = MigrationSetup::start_with(&live_migration(5000), |c| c).await;
+    let tenant = tenant_ids(1)[0];
+    let source = setup.shared_db().await;
+    seed_events(&source, &[tenant], 4_000, 10).await.unwrap();
+    let mut subscriber = Subscriber::connect(&setup, tenant).await;
+    subscriber.catch_up().await;
+
+    let id = setup
+        .migrate(tenant, "dedicated", &["--manual-cutover"])
+        .await;
+    setup.wait_for_state(id, "DUAL_WRITE").await;
+    let mut load = Load::new();
+    load.append(&setup, &[tenant, tenant]).await;
+    wait_for_appends(&load, 100).await;
+    let (before, errors) = load.stop().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    // The subscriber processed everything so far and stops; its checkpoint is a source position.
+    subscriber.catch_up().await;
+    let source_checkpoint = subscriber.checkpoint().await;
+    drop(subscriber.client);
+
+    setup.wait_caught_up(id, tenant).await;
+    let migrated = setup
+        .ctl(&["--json", "cutover", &id.to_string()])
+        .await
+        .ok_json();
+    assert_eq!(migrated["state"], "MIGRATED", "{migrated}");
+    let plan = setup
+        .ctl(&[
+            "--json",
+            "subscriptions",
+            &id.to_string(),
+            "--names",
+            SUBSCRIPTION,
+        ])
+        .await
+        .ok_json();
+    let text = plan.to_string();
+    assert!(text.contains(SUBSCRIPTION), "{text}");
+
+    // New events on the target, then the subscriber resumes there.
+    let mut load = Load::new();
+    load.append(&setup, &[tenant]).await;
+    wait_for_appends(&load, 50).await;
+    let (after, errors) = load.stop().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let processed_before = std::mem::take(&mut subscriber.processed);
+    let mut resumed = Subscriber::connect(&setup, tenant).await;
+    assert_ne!(
+        resumed.checkpoint().await,
+        source_checkpoint,
+        "the checkpoint was not translated"
+    );
+    resumed.catch_up().await;
+
+    let mut all: Vec<Uuid> = processed_before;
+    all.extend(resumed.processed);
+    let unique: HashSet<Uuid> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "the subscriber saw an event twice");
+    let target = setup.dedicated_db().await;
+    let expected: HashSet<Uuid> = event_id_counts(&target, tenant).await.into_keys().collect();
+    assert_eq!(unique, expected, "the subscriber missed events");
+    for event_id in before[&tenant].iter().chain(&after[&tenant]) {
+        assert!(unique.contains(event_id));
+    }
 }
