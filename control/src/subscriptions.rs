@@ -366,9 +366,12 @@ impl<'a> SubscriptionMigrator<'a> {
     /// Marks the planned rewrites whose target row would overwrite another checkpoint.
     async fn find_conflicts(&self, rewrites: &mut [PlannedRewrite]) -> Result<(), ControlError> {
         let target = &self.migration.target_store;
+        // Only rows copied to the target can collide there.
+        let copying =
+            |r: &PlannedRewrite| r.status == RewriteStatus::Planned && copies_to(r, target);
         let copied: Vec<String> = rewrites
             .iter()
-            .filter(|r| r.status == RewriteStatus::Planned && copies_to(r, target))
+            .filter(|r| copying(r))
             .map(|r| r.name.clone())
             .collect();
         if copied.is_empty() {
@@ -381,7 +384,7 @@ impl<'a> SubscriptionMigrator<'a> {
                 .into_iter()
                 .map(|f| (f.name, f.token))
                 .collect();
-        for rewrite in rewrites.iter_mut().filter(|r| copied.contains(&r.name)) {
+        for rewrite in rewrites.iter_mut().filter(|r| copying(r)) {
             let Some(token) = existing.get(&rewrite.name) else {
                 continue;
             };

@@ -397,3 +397,54 @@ async fn a_checkpoint_of_the_same_name_on_the_target_is_a_conflict() {
         Some((Some(token(mapped[3].0)), 7))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_leaving_a_dedicated_store_takes_its_checkpoints_to_the_target() {
+    let setup = MigrationSetup::start().await;
+    let tenant = tenant_ids(1)[0];
+    setup
+        .ctl(&["assign", &tenant.to_string(), "dedicated"])
+        .await
+        .ok();
+    let (shared, dedicated) = (setup.shared_db().await, setup.dedicated_db().await);
+    seed_events(&dedicated, &[tenant], 200, 5).await.unwrap();
+    let id = setup.migrate(tenant, "shared", &["--manual-cutover"]).await;
+    setup
+        .wait_until(id, "the tail to catch up", |s| {
+            s["state"] == "DUAL_WRITE" && s["lag_events"] == 0 && s["events_copied"] == 200
+        })
+        .await;
+    let (source, target) = mappings(&setup.control_db().await, id).await[42];
+    // The tenant's sessions wrote "orders" on its store; "global" is a keyless session's.
+    save_checkpoint(&dedicated, "orders", Some(token(source))).await;
+    save_checkpoint(&shared, "global", Some(token(5))).await;
+    let id_text = id.to_string();
+
+    // Without names: every checkpoint on the source, which is not the default store here.
+    let plan = setup
+        .ctl(&["--json", "subscriptions", &id_text, "--dry-run"])
+        .await
+        .ok_json();
+    assert_eq!(plan["searched_stores"], serde_json::json!(["dedicated"]));
+    assert_eq!(plan["rewrites"].as_array().unwrap().len(), 1, "{plan}");
+    let orders = rewrite(&plan, "orders");
+    assert_eq!(
+        orders["write_to"],
+        serde_json::json!(["dedicated", "shared"])
+    );
+    assert_eq!(orders["new_token"], token(target));
+
+    cut_over(&setup, id).await;
+    setup.ctl(&["subscriptions", &id_text]).await.ok();
+    for store in [&dedicated, &shared] {
+        assert_eq!(
+            checkpoint(store, "orders").await,
+            Some((Some(token(target)), 7))
+        );
+    }
+    assert_eq!(
+        checkpoint(&shared, "global").await,
+        Some((Some(token(5)), 7)),
+        "a checkpoint of the default store that was not asked for is left alone"
+    );
+}
