@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use evshift_tests::{apply_event_store_schema, seed_events, PgCluster};
+use evshift_tests::{apply_event_store_schema, PgCluster};
 use futures::{SinkExt, TryStreamExt};
 use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
@@ -18,7 +18,7 @@ use crate::procfs;
 /// The database used on every cluster.
 const DB: &str = "postgres";
 /// Stream length of the seeded tenants.
-const EVENTS_PER_STREAM: usize = 10;
+const EVENTS_PER_STREAM: i64 = 10;
 /// Pause between two looks at the migration's progress.
 const POLL: Duration = Duration::from_millis(50);
 /// The columns copied (everything but global_position and txid, as the copier does).
@@ -72,10 +72,28 @@ impl CopyBench {
         })
     }
 
-    /// Seeds `events` events of `tenant` in the source (streams of 10, the harness's data).
+    /// Seeds `events` events of `tenant` in the source: streams of 10, payloads like the
+    /// harness's, in one server-side statement with bigint arithmetic (sizes up to 10M and more).
     pub async fn seed(&self, tenant: Uuid, events: u64) -> Result<()> {
         let client = self.source.connect(DB).await?;
-        seed_events(&client, &[tenant], events as usize, EVENTS_PER_STREAM).await?;
+        let events = i64::try_from(events).context("too many events")?;
+        client
+            .execute(
+                "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, tenant_id,
+                                     actor_id, version, timestamp, payload, created_at)
+                 SELECT md5($1::uuid::text || '/event/' || n)::uuid,
+                        md5($1::uuid::text || '/order/' || n / $3::bigint)::uuid, 'Order',
+                        CASE WHEN n % $3::bigint = 0 THEN 'OrderCreated' ELSE 'ItemAdded' END, $1::uuid,
+                        'user-' || (n % 13), (n % $3::bigint + 1)::int,
+                        timestamptz '2024-01-01 00:00:00+00' + make_interval(secs => n::float8),
+                        jsonb_build_object('order_no', n / $3::bigint, 'sku', 'SKU-' || (n * 7919 % 1000),
+                                           'quantity', 1 + n % 5, 'note', repeat('x', (n % 16)::int)),
+                        timestamptz '2024-01-01 00:00:00.005+00' + make_interval(secs => n::float8)
+                   FROM generate_series(0::bigint, $2::bigint - 1) AS g(n)",
+                &[&tenant, &events, &EVENTS_PER_STREAM],
+            )
+            .await
+            .with_context(|| format!("seed {events} events of tenant {tenant}"))?;
         client.batch_execute("VACUUM ANALYZE events").await?;
         Ok(())
     }

@@ -62,6 +62,8 @@ struct ClientsResult {
     connected: Vec<Memory>,
     /// VmHWM after the runs.
     peak_kb: u64,
+    /// Examples of failed transactions.
+    error_samples: Vec<String>,
 }
 
 /// One copy size's figures.
@@ -147,6 +149,7 @@ async fn one_client_count(
     };
     let mut runs = Vec::new();
     let mut connected = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     for round in 0..shape.repeats {
         let spec = shape.spec_mix(
             &proxy.url(DB),
@@ -163,14 +166,16 @@ async fn one_client_count(
         env.progress(
             NAME,
             &format!(
-                "{count} clients, round {}/{}: {:.0} tps, p99 {} us, {} errors",
+                "{count} clients, round {}/{}: {:.0} tps, p99 {} us, {} errors {:?}",
                 round + 1,
                 shape.repeats,
                 total.tps,
                 total.latency_us.p99,
-                total.errors
+                total.errors,
+                run.report.error_samples
             ),
         );
+        errors.extend(run.report.error_samples.iter().cloned());
         runs.push(total);
     }
     Ok(ClientsResult {
@@ -179,6 +184,7 @@ async fn one_client_count(
         idle,
         connected,
         peak_kb: proxy.memory()?.peak_kb,
+        error_samples: errors,
     })
 }
 
@@ -314,6 +320,14 @@ fn markdown(
             ]);
         }
         out.push_str(&table.to_markdown());
+        for c in clients.iter().filter(|c| !c.error_samples.is_empty()) {
+            let _ = writeln!(
+                out,
+                "\nFailed transactions at {} clients, for example: `{}`",
+                c.clients,
+                c.error_samples.join("`; `")
+            );
+        }
     }
     if !sizes.is_empty() {
         let _ = write!(
