@@ -22,14 +22,13 @@ pub struct Machine {
     pub load_before: f64,
     /// `postgres --version`.
     pub postgres: String,
-    /// evshift's git commit (short), with a note when proxy/ or control/ had uncommitted
-    /// changes.
-    pub evshift_commit: String,
+    /// The evshift binary: when it was built, and the latest commit of the working tree then.
+    pub evshift_build: String,
 }
 
 impl Machine {
-    /// Describes this machine now.
-    pub fn describe() -> Machine {
+    /// Describes this machine now, and the `evshift` binary measured.
+    pub fn describe(evshift_bin: &Path) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         Machine {
@@ -52,7 +51,7 @@ impl Machine {
                 .unwrap_or_default(),
             load_before: load_average(),
             postgres: postgres_version(),
-            evshift_commit: evshift_commit(),
+            evshift_build: evshift_build(evshift_bin),
         }
     }
 
@@ -60,11 +59,11 @@ impl Machine {
     pub fn markdown(&self, command: &str) -> String {
         format!(
             "- Command: `{command}`\n\
-             - Date: {}; evshift built from {}\n\
+             - Date: {}; evshift: {}\n\
              - Machine: {}, `nproc` = {}, {:.0} GiB, kernel {}; PostgreSQL {} (throwaway clusters, fsync off)\n\
              - Everything (clients, PostgreSQL servers, evshift, PgBouncer) shares these {} cores, and other builds ran on the machine at the same time (1-minute load average {:.2} at the start, {:.2} at the end): absolute figures are low and noisy; compare the columns of one run.\n",
             self.date,
-            self.evshift_commit,
+            self.evshift_build,
             self.cpu,
             self.nproc,
             self.memory_gib,
@@ -94,10 +93,35 @@ fn postgres_version() -> String {
     }
 }
 
-fn evshift_commit() -> String {
+/// When `binary` was built and the latest commit at that time (the binary does not record its
+/// commit; a build right before the run, as the bench scripts do, makes the two agree), plus a
+/// note when proxy/ or control/ have uncommitted changes now.
+fn evshift_build(binary: &Path) -> String {
+    let built = std::fs::metadata(binary)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let Some(built) = built else {
+        return format!("`{}`", binary.display());
+    };
     let root = workspace_root();
     let root = root.to_string_lossy();
-    let commit = command_line("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
+    let when = command_line(
+        "date",
+        &["-u", "-d", &format!("@{built}"), "+%Y-%m-%d %H:%M UTC"],
+    );
+    let commit = command_line(
+        "git",
+        &[
+            "-C",
+            &root,
+            "log",
+            "-1",
+            "--format=%h",
+            &format!("--before=@{built}"),
+        ],
+    );
     let dirty = !command_line(
         "git",
         &[
@@ -111,11 +135,14 @@ fn evshift_commit() -> String {
         ],
     )
     .is_empty();
-    match (commit.is_empty(), dirty) {
-        (true, _) => "an unknown commit".to_owned(),
-        (false, false) => format!("commit {commit}"),
-        (false, true) => format!("commit {commit} plus uncommitted changes to proxy/ or control/"),
+    let mut text = format!("binary built {when}");
+    if !commit.is_empty() {
+        text.push_str(&format!(" from the working tree at commit {commit}"));
     }
+    if dirty {
+        text.push_str(" (proxy/ or control/ had uncommitted changes at the run)");
+    }
+    text
 }
 
 /// The workspace root (where docs/ lives).
@@ -132,4 +159,26 @@ fn command_line(program: &str, args: &[&str]) -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_the_machine_and_a_binary() {
+        let exe = std::env::current_exe().unwrap();
+        let machine = Machine::describe(&exe);
+        assert!(machine.nproc >= 1 && machine.memory_gib > 0.0);
+        assert!(
+            machine.evshift_build.starts_with("binary built 20"),
+            "{}",
+            machine.evshift_build
+        );
+        let text = machine.markdown("evshift-bench copy");
+        assert!(text.contains("- Command: `evshift-bench copy`"));
+        assert!(Machine::describe(Path::new("/nonexistent"))
+            .evshift_build
+            .contains("/nonexistent"));
+    }
 }

@@ -33,7 +33,7 @@ pub struct Settings {
 
 /// Runs the scenario.
 pub async fn run(env: &Environment, settings: &Settings) -> Result<ScenarioOutput> {
-    let machine = Machine::describe();
+    let machine = Machine::describe(&env.evshift_bin);
     env.progress(NAME, "starting source, target and control clusters");
     let mut bench = CopyBench::start().await?;
     env.progress(

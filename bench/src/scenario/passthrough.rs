@@ -73,7 +73,7 @@ struct Run {
 
 /// Runs the scenario.
 pub async fn run(env: &Environment, settings: &Settings) -> Result<ScenarioOutput> {
-    let machine = Machine::describe();
+    let machine = Machine::describe(&env.evshift_bin);
     let tenants = tenant_ids(settings.tenants);
     let pgbouncer_bin = PgBouncer::for_use(settings.pgbouncer)?;
     env.progress(NAME, "starting a store, seeding it, starting evshift");

@@ -80,7 +80,7 @@ struct Clusters {
 
 /// Runs the scenario.
 pub async fn run(env: &Environment, settings: &Settings) -> Result<ScenarioOutput> {
-    let machine = Machine::describe();
+    let machine = Machine::describe(&env.evshift_bin);
     let tenants = tenant_ids(settings.tenants);
     env.progress(NAME, "starting the shared, dedicated and control clusters");
     let (shared, dedicated, control) = tokio::try_join!(

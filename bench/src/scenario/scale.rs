@@ -76,7 +76,7 @@ struct SizeResult {
 
 /// Runs the scenario.
 pub async fn run(env: &Environment, settings: &Settings) -> Result<ScenarioOutput> {
-    let machine = Machine::describe();
+    let machine = Machine::describe(&env.evshift_bin);
     let clients = scale_clients(env, settings).await?;
     let sizes = scale_copy(env, settings).await?;
     let figure = copy_figure(&sizes)?;
