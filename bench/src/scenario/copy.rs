@@ -43,8 +43,12 @@ pub async fn run(env: &Environment, settings: &Settings) -> Result<ScenarioOutpu
             settings.events, settings.small_events
         ),
     );
-    bench.seed(BIG_TENANT, settings.events).await?;
-    bench.seed(SMALL_TENANT, settings.small_events).await?;
+    bench
+        .seed(&[
+            (BIG_TENANT, settings.events),
+            (SMALL_TENANT, settings.small_events),
+        ])
+        .await?;
     let mut pipes = Vec::new();
     let mut evshifts = Vec::new();
     for round in 0..settings.repeats.max(1) {

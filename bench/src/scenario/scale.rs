@@ -197,11 +197,21 @@ async fn scale_copy(env: &Environment, settings: &Settings) -> Result<Vec<SizeRe
         "starting source, target and control clusters for the copies",
     );
     let mut bench = CopyBench::start().await?;
+    let tenants: Vec<(Uuid, u64)> = settings
+        .copy_sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &events)| {
+            let tenant =
+                Uuid::from_u128(0x5ca1_e000_0000_4000_8000_0000_0000_0000 | (i as u128 + 1));
+            (tenant, events)
+        })
+        .collect();
+    let total: u64 = settings.copy_sizes.iter().sum();
+    env.progress(NAME, &format!("seeding {total} events"));
+    bench.seed(&tenants).await?;
     let mut results = Vec::new();
-    for (i, &events) in settings.copy_sizes.iter().enumerate() {
-        let tenant = Uuid::from_u128(0x5ca1_e000_0000_4000_8000_0000_0000_0000 | (i as u128 + 1));
-        env.progress(NAME, &format!("seeding {events} events"));
-        bench.seed(tenant, events).await?;
+    for &(tenant, events) in &tenants {
         let mut result = SizeResult {
             events,
             evshift: Vec::new(),
