@@ -22,6 +22,7 @@ use crate::rate_limit::RateLimiter;
 use crate::retry::Failure;
 use crate::routing::MigrationState;
 use crate::tail_window::TailWindow;
+use crate::telemetry;
 use crate::verification;
 
 /// What the driver hands the cutover.
@@ -72,6 +73,13 @@ impl CutoverRun<'_> {
         let id = migration.id;
         let tenant = migration.tenant_id;
         let timeout = context.settings.cutover_timeout;
+        let level = migration.options()?.verify;
+        // `hash`: the rows up to the checkpoint are checked before the hold, the rest
+        // under it.
+        let verified_through = match level {
+            VerifyMode::Hash => Some(verify_settled(copier, migration).await?),
+            _ => None,
+        };
         let mut start = transition(
             id,
             MigrationState::CutoverPaused,
@@ -86,7 +94,17 @@ impl CutoverRun<'_> {
         gate.hold(tenant).await;
         let held = Instant::now();
         let deadline = held + timeout;
-        let outcome = hold(context, gate, control, copier, window, migration, deadline).await;
+        let outcome = hold(
+            context,
+            gate,
+            control,
+            copier,
+            window,
+            migration,
+            (level, verified_through),
+            deadline,
+        )
+        .await;
         let outcome = match outcome {
             Ok(found) => commit(context, control, migration, operator, held, found).await,
             Err(error) => Err(error),
@@ -94,9 +112,7 @@ impl CutoverRun<'_> {
         // The route is the target now (MIGRATED) or still the source: release either way.
         gate.release(tenant);
         let pause = held.elapsed();
-        metrics::histogram!("migration_cutover_pause_duration_ms",
-            "migration_id" => id.to_string(), "tenant_id" => tenant.to_string())
-        .record(pause.as_secs_f64() * 1000.0);
+        telemetry::cutover_pause(id, tenant, pause);
         match outcome {
             Ok(status) => {
                 tracing::info!(
@@ -140,6 +156,7 @@ async fn hold(
     copier: &mut Copier,
     window: &mut TailWindow,
     migration: &MigrationStatus,
+    (level, verified_through): (VerifyMode, Option<i64>),
     deadline: Instant,
 ) -> Result<Held, HoldError> {
     let tenant = migration.tenant_id;
@@ -178,27 +195,35 @@ async fn hold(
     }
     let mut verification = json!({"level": "count", "source_events": verified.source,
                                   "target_events": verified.target});
-    let level = migration.options()?.verify;
-    if level != VerifyMode::Count {
-        let report = tokio::time::timeout(
-            remaining(deadline),
-            verification::verify(&context.stores, migration, level),
-        )
-        .await
-        .map_err(|_| HoldError::Timeout("verifying the target"))??;
-        if !report.passed {
-            let named: Vec<String> = report
-                .mismatches
-                .iter()
-                .take(3)
-                .filter_map(|m| serde_json::to_string(m).ok())
-                .collect();
-            return Err(HoldError::Failed(ControlError::Consistency {
-                migration_id: migration.id,
-                summary: format!("{}; first: {}", report.summary(), named.join(", ")),
-            }));
-        }
-        verification = serde_json::to_value(&report).unwrap_or(verification);
+    let report = match (level, verified_through) {
+        (VerifyMode::Count, _) => None,
+        (VerifyMode::Hash, Some(through)) => Some(
+            tokio::time::timeout(
+                remaining(deadline),
+                verification::verify_range(
+                    &copier.source,
+                    &copier.target,
+                    migration,
+                    through,
+                    None,
+                ),
+            )
+            .await
+            .map_err(|_| HoldError::Timeout("verifying the target"))??,
+        ),
+        _ => Some(
+            tokio::time::timeout(
+                remaining(deadline),
+                verification::verify(&context.stores, migration, level),
+            )
+            .await
+            .map_err(|_| HoldError::Timeout("verifying the target"))??,
+        ),
+    };
+    if let Some(report) = report {
+        refuse_unless_passed(migration, &report)?;
+        verification = json!({"counts": verification,
+                              "report": serde_json::to_value(&report).unwrap_or_default()});
     }
     if Instant::now() >= deadline {
         return Err(HoldError::Timeout("verifying the target"));
@@ -207,6 +232,41 @@ async fn hold(
         copied: outcome.copied,
         verification,
     })
+}
+
+/// Before the hold: the digest of the rows up to the copy's checkpoint. Returns that
+/// position. (A row that commits late below it is copied by the final tail and counted under
+/// the hold; one still missing now makes this check refuse, and the cutover is tried again.)
+async fn verify_settled(copier: &Copier, migration: &MigrationStatus) -> Result<i64, ControlError> {
+    let through = migration.last_source_position;
+    let report =
+        verification::verify_range(&copier.source, &copier.target, migration, 0, Some(through))
+            .await?;
+    refuse_unless_passed(migration, &report).map_err(|e| match e {
+        HoldError::Failed(error) => error,
+        HoldError::Timeout(step) => ControlError::Internal(step.to_string()),
+    })?;
+    Ok(through)
+}
+
+/// `ConsistencyError` naming the first mismatches when `report` did not pass.
+fn refuse_unless_passed(
+    migration: &MigrationStatus,
+    report: &verification::VerificationReport,
+) -> Result<(), HoldError> {
+    if report.passed {
+        return Ok(());
+    }
+    let named: Vec<String> = report
+        .mismatches
+        .iter()
+        .take(3)
+        .filter_map(|m| serde_json::to_string(m).ok())
+        .collect();
+    Err(HoldError::Failed(ControlError::Consistency {
+        migration_id: migration.id,
+        summary: format!("{}; first: {}", report.summary(), named.join(", ")),
+    }))
 }
 
 /// Steps 5-6: MIGRATED, the route and the audit row in one control-store transaction, then
@@ -275,9 +335,6 @@ async fn roll_back(
 ) {
     tracing::warn!(phase = "CUTOVER_PAUSED", operation = "cutover", error = %error,
         pause_ms = pause.as_millis() as u64, "cutover rolled back; the tenant stays on its source");
-    metrics::counter!("migration_failures_total", "migration_id" => id.to_string(),
-        "kind" => "cutover_rolled_back")
-    .increment(1);
     let mut change = transition(
         id,
         MigrationState::DualWrite,

@@ -157,7 +157,8 @@ pub(crate) fn spawn(context: Arc<Context>, id: i64, tenant: Uuid) -> DriverHandl
         next_auto_cutover: Instant::now(),
         auto_cutover_failures: 0,
     };
-    let span = tracing::info_span!("migration", migration_id = id, tenant_id = %tenant);
+    let span = tracing::info_span!("migration", migration_id = id, tenant_id = %tenant,
+        phase = tracing::field::Empty);
     let task = tokio::spawn(driver.run().instrument(span));
     DriverHandle {
         cancel,
@@ -267,6 +268,8 @@ impl Driver {
                 return Ok(());
             }
             let migration = control.get(self.id).await?;
+            // Every line the driver logs from here carries the phase.
+            tracing::Span::current().record("phase", migration.state.as_str());
             if migration.paused || !transitions::is_copying(migration.state) {
                 return Ok(());
             }
@@ -335,6 +338,8 @@ impl Driver {
         let options = migration.options()?;
         let mut rate = RateLimiter::new(options.rate_limit_events_per_sec);
         let started = Instant::now();
+        let span = tracing::info_span!("eventsource.migration.bulk_copy", phase = "BULK_COPY",
+            operation = "bulk_copy", checkpoint = migration.last_source_position);
         let outcome = copier
             .pass(
                 migration.last_source_position,
@@ -348,6 +353,7 @@ impl Driver {
                 &mut rate,
                 &self.cancel,
             )
+            .instrument(span)
             .await?;
         self.progress += outcome.copied;
         if outcome.stopped {

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::copier;
 use crate::retry::Failure;
 use crate::store_directory::StoreDirectory;
+use crate::telemetry;
 
 /// Commits queued per migration before new ones are dropped (the tail recovers them).
 const QUEUE: usize = 10_000;
@@ -75,7 +76,7 @@ impl DualWriter {
             match sender.try_send(committed) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    record_failure(route, "queue full");
+                    record_failure(route, "queue_full");
                     return;
                 }
                 // The worker ended after idling: start another.
@@ -85,7 +86,7 @@ impl DualWriter {
                 }
             }
         }
-        record_failure(route, "worker unavailable");
+        record_failure(route, "worker_unavailable");
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, mpsc::Sender<Committed>>> {
@@ -160,10 +161,11 @@ impl Worker {
             Ok(copied) => {
                 for commit in commits {
                     let latency = commit.committed_at.elapsed();
-                    metrics::histogram!("migration_dual_write_latency_ms",
-                        "migration_id" => self.route.migration_id.to_string(),
-                        "tenant_id" => self.route.tenant.to_string())
-                    .record(latency.as_secs_f64() * 1000.0);
+                    telemetry::dual_write_latency(
+                        self.route.migration_id,
+                        self.route.tenant,
+                        latency,
+                    );
                 }
                 tracing::trace!(
                     operation = "dual_write",
@@ -181,7 +183,7 @@ impl Worker {
                     "dual-write to the target failed; the tail will copy these events"
                 );
                 for _ in commits {
-                    record_failure(&self.route, "target write failed");
+                    record_failure(&self.route, "target_write_failed");
                 }
             }
         }
@@ -212,9 +214,5 @@ impl Worker {
 
 /// Counts a commit the dual-write did not copy.
 fn record_failure(route: &DualWriteRoute, reason: &'static str) {
-    metrics::counter!("migration_dual_write_failures_total",
-        "migration_id" => route.migration_id.to_string(),
-        "tenant_id" => route.tenant.to_string(),
-        "reason" => reason)
-    .increment(1);
+    telemetry::dual_write_failure(route.migration_id, route.tenant, reason);
 }

@@ -96,7 +96,7 @@ pub async fn verify_since(
         let pair = Pair::new(migration, &source, &target);
         let mut report = ReportBuilder::default();
         pair.compare_streams(&mut report).await?;
-        pair.compare_subset_digests(after_source_position, &mut report)
+        pair.compare_subset_digests(after_source_position, None, &mut report)
             .await?;
         Ok(finish(
             report,
@@ -108,6 +108,31 @@ pub async fn verify_since(
     }
     .instrument(span)
     .await
+}
+
+/// The digest of the tenant's source rows with `after < global_position <= through` (no upper
+/// bound for `None`) against the digest of their copies on the target, on open connections.
+/// The cutover checks the rows up to a settled position this way before it holds the tenant,
+/// and the rest under the hold, so the hold only hashes what was copied last.
+pub async fn verify_range(
+    source: &Client,
+    target: &Client,
+    migration: &MigrationStatus,
+    after: i64,
+    through: Option<i64>,
+) -> Result<VerificationReport, ControlError> {
+    let started = Instant::now();
+    let pair = Pair::new(migration, source, target);
+    let mut report = ReportBuilder::default();
+    pair.compare_subset_digests(after, through, &mut report)
+        .await?;
+    Ok(finish(
+        report,
+        migration,
+        VerifyMode::Hash,
+        Some(after),
+        started,
+    ))
 }
 
 fn finish(
@@ -224,24 +249,27 @@ impl<'a> Pair<'a> {
         Ok(())
     }
 
-    /// The digest of the source's rows of the tenant above `after`, and of the target's rows
-    /// with the same event ids.
+    /// The digest of the source's rows of the tenant above `after` (and at or below
+    /// `through`, when given), and of the target's rows with the same event ids.
     async fn compare_subset_digests(
         &self,
         after: i64,
+        through: Option<i64>,
         report: &mut ReportBuilder,
     ) -> Result<(), ControlError> {
         let hash = canonical::row_hash();
         let source_sql = format!(
             "SELECT count(*), coalesce(sum({hash}), 0)::text,
                     coalesce(array_agg(event_id), '{{}}')
-               FROM events WHERE tenant_id = $1 AND global_position > $2"
+               FROM events WHERE tenant_id = $1 AND global_position > $2
+                AND global_position <= $3"
         );
+        let through = through.unwrap_or(i64::MAX);
         let source = query_one(
             self.source,
             self.source_store,
             &source_sql,
-            &[&self.tenant, &after],
+            &[&self.tenant, &after, &through],
         )
         .await?;
         let event_ids: Vec<Uuid> = get(&source, 2)?;

@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use evshift_control::telemetry::HeldStatement;
 use evshift_control::{GateTimeout, TrafficGate};
 
 /// One tenant's gate.
@@ -66,6 +67,28 @@ impl Drop for TenantPass {
     }
 }
 
+/// One statement waiting at a closed gate, counted until dropped.
+struct Waiting<'a> {
+    count: &'a AtomicI64,
+    _metric: HeldStatement,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicI64) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            count,
+            _metric: HeldStatement::new(),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// How a session got its pass.
 pub enum Admission {
     /// The gate was open.
@@ -87,7 +110,8 @@ impl TenantGate {
     /// A pass for `tenant`, once its gate is open.
     pub async fn enter(&self, tenant: Uuid) -> Admission {
         let slot = self.slot(tenant);
-        let mut waited: Option<Instant> = None;
+        // Counted while waiting; dropped with this future if the client goes away meanwhile.
+        let mut waited: Option<(Instant, Waiting<'_>)> = None;
         loop {
             // Registered before the check, so an opening in between is not missed.
             let opened = slot.opened.notified();
@@ -101,9 +125,7 @@ impl TenantGate {
                     };
                     return match waited {
                         None => Admission::Immediate(pass),
-                        Some(since) => {
-                            self.waiting.fetch_sub(1, Ordering::Relaxed);
-                            metrics::gauge!("evshift_held_statements").decrement(1.0);
+                        Some((since, _counted)) => {
                             tracing::debug!(tenant_id = %tenant, held_ms = since.elapsed().as_millis() as u64,
                                 "statement released by the tenant gate");
                             Admission::AfterHold(pass)
@@ -112,9 +134,7 @@ impl TenantGate {
                 }
             }
             if waited.is_none() {
-                waited = Some(Instant::now());
-                self.waiting.fetch_add(1, Ordering::Relaxed);
-                metrics::gauge!("evshift_held_statements").increment(1.0);
+                waited = Some((Instant::now(), Waiting::new(&self.waiting)));
             }
             opened.await;
         }
@@ -212,6 +232,24 @@ mod tests {
         assert!(!waiter.is_finished());
         gate.open(tenant());
         assert!(waiter.await.unwrap());
+        assert_eq!(gate.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_is_no_longer_counted() {
+        let gate = Arc::new(TenantGate::new());
+        gate.close(tenant());
+        let waiter = {
+            let gate = Arc::clone(&gate);
+            tokio::spawn(async move {
+                let _ = gate.enter(tenant()).await;
+            })
+        };
+        while gate.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiter.abort();
+        let _ = waiter.await;
         assert_eq!(gate.waiting(), 0);
     }
 

@@ -68,7 +68,13 @@ async fn pause_stops_the_copy_and_resume_continues_it() {
         .migrate(
             tenant,
             "dedicated",
-            &["--batch-size", "500", "--rate-limit", "8000"],
+            &[
+                "--manual-cutover",
+                "--batch-size",
+                "500",
+                "--rate-limit",
+                "8000",
+            ],
         )
         .await;
     setup
@@ -148,7 +154,9 @@ async fn abort_in_every_phase_rolls_back_and_leaves_the_source_untouched() {
         )
         .await
         .unwrap();
-    let first = setup.migrate(pending, "dedicated", &[]).await;
+    let first = setup
+        .migrate(pending, "dedicated", &["--manual-cutover"])
+        .await;
     let status = setup
         .ctl(&["--json", "pause", &first.to_string()])
         .await
@@ -177,7 +185,13 @@ async fn abort_in_every_phase_rolls_back_and_leaves_the_source_untouched() {
         .migrate(
             copying,
             "dedicated",
-            &["--batch-size", "500", "--rate-limit", "4000"],
+            &[
+                "--manual-cutover",
+                "--batch-size",
+                "500",
+                "--rate-limit",
+                "4000",
+            ],
         )
         .await;
     setup
@@ -198,7 +212,9 @@ async fn abort_in_every_phase_rolls_back_and_leaves_the_source_untouched() {
     );
 
     // After the bulk pass (DUAL_WRITE, tail running, snapshots copied).
-    let third = setup.migrate(tailing, "dedicated", &[]).await;
+    let third = setup
+        .migrate(tailing, "dedicated", &["--manual-cutover"])
+        .await;
     setup.wait_caught_up(third, tailing).await;
     let target = setup.dedicated_db().await;
     assert_eq!(tenant_snapshots(&target, tailing).await, 2_000);
@@ -257,6 +273,8 @@ async fn abort_in_every_phase_rolls_back_and_leaves_the_source_untouched() {
     assert_eq!(entries, 4 + 4 + 5);
 
     // A rolled-back tenant may be migrated again.
-    let again = setup.migrate(tailing, "dedicated", &[]).await;
+    let again = setup
+        .migrate(tailing, "dedicated", &["--manual-cutover"])
+        .await;
     setup.wait_caught_up(again, tailing).await;
 }

@@ -56,7 +56,9 @@ async fn copies_one_tenant_while_it_and_others_keep_appending() {
     assert!(moving_snapshots > 0);
 
     let appenders = Appenders::start(&setup, &[moving, moving, neighbour, ids[3]]).await;
-    let id = setup.migrate(moving, "dedicated", &[]).await;
+    let id = setup
+        .migrate(moving, "dedicated", &["--manual-cutover"])
+        .await;
     setup.wait_for_state(id, "DUAL_WRITE").await;
     // The tail keeps following the source for a while after the bulk pass.
     let during_tail = appenders.appended();
@@ -103,15 +105,26 @@ async fn copies_one_tenant_while_it_and_others_keep_appending() {
     assert_eq!(source_snapshots.len() as i64, moving_snapshots);
     assert_eq!(snapshots(&target).await, source_snapshots);
 
-    // One mapping per copied event, target positions in source order.
+    // One mapping per copied event; target positions in source order for the bulk pass (after
+    // it, dual-writes land in commit order, which may differ).
     let control = setup.control_db().await;
+    let bulk_end: i64 = control
+        .query_one(
+            "SELECT (details->>'last_source_position')::bigint FROM migration_audit_log
+              WHERE migration_id = $1 AND event_type = 'bulk_copy_completed'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let row = control
         .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE target_position <= previous)
-               FROM (SELECT target_position,
+            "SELECT count(*), count(*) FILTER (WHERE target_position <= previous
+                                                 AND source_position <= $2)
+               FROM (SELECT source_position, target_position,
                             lag(target_position) OVER (ORDER BY source_position) AS previous
                        FROM migration_position_mappings WHERE migration_id = $1) m",
-            &[&id],
+            &[&id, &bulk_end],
         )
         .await
         .unwrap();
@@ -119,7 +132,7 @@ async fn copies_one_tenant_while_it_and_others_keep_appending() {
     assert_eq!(
         row.get::<_, i64>(1),
         0,
-        "target positions follow source order"
+        "target positions of the bulk pass follow source order"
     );
     let audit = setup.audit_events(id).await;
     assert_eq!(
@@ -143,9 +156,15 @@ async fn two_tenants_migrate_at_the_same_time() {
     let source = setup.shared_db().await;
     seed_events(&source, &ids, 30_000, 10).await.unwrap();
     let first = setup
-        .migrate(ids[0], "dedicated", &["--batch-size", "500"])
+        .migrate(
+            ids[0],
+            "dedicated",
+            &["--manual-cutover", "--batch-size", "500"],
+        )
         .await;
-    let second = setup.migrate(ids[1], "dedicated", &[]).await;
+    let second = setup
+        .migrate(ids[1], "dedicated", &["--manual-cutover"])
+        .await;
     // `watch` without a terminal prints a line per state and ends at --until.
     let watched = setup
         .ctl(&[

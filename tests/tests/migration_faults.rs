@@ -22,7 +22,13 @@ async fn the_target_stopped_during_the_bulk_copy() {
         .migrate(
             tenant,
             "dedicated",
-            &["--batch-size", "500", "--rate-limit", "15000"],
+            &[
+                "--manual-cutover",
+                "--batch-size",
+                "500",
+                "--rate-limit",
+                "15000",
+            ],
         )
         .await;
     setup
@@ -56,7 +62,13 @@ async fn the_control_store_restarted_during_the_bulk_copy() {
         .migrate(
             tenant,
             "dedicated",
-            &["--batch-size", "500", "--rate-limit", "15000"],
+            &[
+                "--manual-cutover",
+                "--batch-size",
+                "500",
+                "--rate-limit",
+                "15000",
+            ],
         )
         .await;
     setup
@@ -94,7 +106,13 @@ tail_interval_ms = 100
         .migrate(
             tenant,
             "dedicated",
-            &["--batch-size", "500", "--rate-limit", "10000"],
+            &[
+                "--manual-cutover",
+                "--batch-size",
+                "500",
+                "--rate-limit",
+                "10000",
+            ],
         )
         .await;
     setup

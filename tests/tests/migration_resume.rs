@@ -18,7 +18,13 @@ async fn sigkill_mid_copy_resumes_from_the_checkpoint() {
         .migrate(
             tenant,
             "dedicated",
-            &["--batch-size", "500", "--rate-limit", "15000"],
+            &[
+                "--manual-cutover",
+                "--batch-size",
+                "500",
+                "--rate-limit",
+                "15000",
+            ],
         )
         .await;
     setup
