@@ -94,17 +94,15 @@ impl CutoverRun<'_> {
         gate.hold(tenant).await;
         let held = Instant::now();
         let deadline = held + timeout;
-        let outcome = hold(
+        let scope = HoldScope {
             context,
             gate,
-            control,
-            copier,
-            window,
             migration,
-            (level, verified_through),
+            level,
+            verified_through,
             deadline,
-        )
-        .await;
+        };
+        let outcome = hold(&scope, control, copier, window).await;
         let outcome = match outcome {
             Ok(found) => commit(context, control, migration, operator, held, found).await,
             Err(error) => Err(error),
@@ -139,6 +137,18 @@ impl CutoverRun<'_> {
     }
 }
 
+/// What the hold works with besides the connections.
+#[derive(Clone, Copy)]
+struct HoldScope<'a> {
+    context: &'a Context,
+    gate: &'a dyn TrafficGate,
+    migration: &'a MigrationStatus,
+    level: VerifyMode,
+    /// Rows up to this source position were verified before the hold (`hash`).
+    verified_through: Option<i64>,
+    deadline: Instant,
+}
+
 /// What the hold found.
 struct Held {
     /// Rows the final tail copied.
@@ -150,15 +160,19 @@ struct Held {
 /// Steps 2-4 under the hold: in-flight transactions end, final tail, verification (the
 /// tenant's counts always; the migration's `hash` or `full` level on top).
 async fn hold(
-    context: &Context,
-    gate: &dyn TrafficGate,
+    scope: &HoldScope<'_>,
     control: &mut MigrationStore,
     copier: &mut Copier,
     window: &mut TailWindow,
-    migration: &MigrationStatus,
-    (level, verified_through): (VerifyMode, Option<i64>),
-    deadline: Instant,
 ) -> Result<Held, HoldError> {
+    let HoldScope {
+        context,
+        gate,
+        migration,
+        level,
+        verified_through,
+        deadline,
+    } = *scope;
     let tenant = migration.tenant_id;
     gate.wait_idle(tenant, remaining(deadline))
         .await

@@ -22,7 +22,6 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Waits until `tenant` has `more` events more on the store `client` reaches than now.
 async fn wait_for_growth(
-    setup: &MigrationSetup,
     script: &mut Child,
     client: &tokio_postgres::Client,
     tenant: Uuid,
@@ -74,12 +73,12 @@ async fn eventsource_py_keeps_working_while_its_tenant_moves() {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = command.spawn().expect("run the eventsource-py script");
-    wait_for_growth(&setup, &mut child, &source, tenant, 30).await;
+    wait_for_growth(&mut child, &source, tenant, 30).await;
 
     let id = setup.migrate(tenant, "dedicated", &[]).await;
     setup.wait_for_state(id, "MIGRATED").await;
     let target = setup.dedicated_db().await;
-    wait_for_growth(&setup, &mut child, &target, tenant, 30).await;
+    wait_for_growth(&mut child, &target, tenant, 30).await;
     std::fs::write(&stop, b"").unwrap();
 
     let output = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
