@@ -264,6 +264,8 @@ impl Coordinator {
             });
         }
         self.stop_copier(migration.id).await;
+        // No dual-write may land on the target after it is cleaned.
+        self.dual_writer.close(migration.id).await;
         let mut control = MigrationStore::connect(&self.context.control_url).await?;
         self.lock_for_abort(&control, &migration).await?;
         control.prepare_abort(migration.id, operator).await?;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, RwLock};
 use tokio_postgres::Client;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -51,6 +51,9 @@ struct Committed {
 pub struct DualWriter {
     stores: StoreDirectory,
     workers: Mutex<HashMap<i64, mpsc::Sender<Committed>>>,
+    /// Per migration: whether it may still write to its target. A write holds the read
+    /// side; closing takes the write side, so it waits for a write in progress.
+    open: Mutex<HashMap<i64, Arc<RwLock<bool>>>>,
 }
 
 impl DualWriter {
@@ -58,7 +61,23 @@ impl DualWriter {
         Arc::new(DualWriter {
             stores,
             workers: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// No more dual-writes for migration `id` (it is being aborted: its target is about to be
+    /// cleaned). Returns once a write in progress has finished.
+    pub async fn close(&self, id: i64) {
+        let flag = self.open_flag(id);
+        *flag.write().await = false;
+    }
+
+    fn open_flag(&self, id: i64) -> Arc<RwLock<bool>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            open.entry(id)
+                .or_insert_with(|| Arc::new(RwLock::new(true))),
+        )
     }
 
     /// Queues the events a transaction of `route.tenant` committed on the source. Never
@@ -153,6 +172,11 @@ impl Worker {
     }
 
     async fn write(&mut self, commits: &[Committed]) {
+        let flag = self.writer.open_flag(self.route.migration_id);
+        let open = flag.read().await;
+        if !*open {
+            return;
+        }
         let ids: Vec<Uuid> = commits
             .iter()
             .flat_map(|c| c.event_ids.iter().copied())

@@ -294,6 +294,36 @@ async fn a_tenant_moves_under_load_without_loss_duplicates_or_errors() {
     assert_eq!(route["migration_state"], "MIGRATED", "{route}");
 }
 
+/// One tenant with `events` seeded on the source and evshift with a `timeout_ms` hold bound.
+struct OneTenant {
+    setup: MigrationSetup,
+    tenant: Uuid,
+    source: Client,
+}
+
+impl OneTenant {
+    async fn start(timeout_ms: u64, events: usize) -> OneTenant {
+        let setup = MigrationSetup::start_with(&live_migration(timeout_ms), |c| c).await;
+        let tenant = tenant_ids(1)[0];
+        let source = setup.shared_db().await;
+        seed_events(&source, &[tenant], events, 10).await.unwrap();
+        OneTenant {
+            setup,
+            tenant,
+            source,
+        }
+    }
+
+    /// Starts a manual-cutover migration with `extra` options and waits for DUAL_WRITE.
+    async fn migrate_to_dual_write(&self, extra: &[&str]) -> i64 {
+        let mut args = vec!["--manual-cutover"];
+        args.extend_from_slice(extra);
+        let id = self.setup.migrate(self.tenant, "dedicated", &args).await;
+        self.setup.wait_for_state(id, "DUAL_WRITE").await;
+        id
+    }
+}
+
 /// Opens a transaction of `tenant` through evshift that inserts one event and stays open.
 async fn open_transaction(setup: &MigrationSetup, tenant: Uuid) -> (Client, Uuid) {
     let client = setup.through_proxy().await;
@@ -313,14 +343,13 @@ async fn open_transaction(setup: &MigrationSetup, tenant: Uuid) -> (Client, Uuid
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cutover_that_times_out_rolls_back_and_a_later_one_succeeds() {
-    let setup = MigrationSetup::start_with(&live_migration(1000), |c| c).await;
-    let tenant = tenant_ids(1)[0];
-    let source = setup.shared_db().await;
-    seed_events(&source, &[tenant], 5_000, 10).await.unwrap();
-    let id = setup
-        .migrate(tenant, "dedicated", &["--manual-cutover"])
-        .await;
-    setup.wait_for_state(id, "DUAL_WRITE").await;
+    let one = OneTenant::start(1000, 5_000).await;
+    let id = one.migrate_to_dual_write(&[]).await;
+    let OneTenant {
+        setup,
+        tenant,
+        source,
+    } = one;
 
     let (open, open_event) = open_transaction(&setup, tenant).await;
     let mut load = Load::new();
@@ -365,14 +394,13 @@ async fn a_cutover_that_times_out_rolls_back_and_a_later_one_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_succeed_while_the_target_is_down_and_the_tail_recovers() {
-    let setup = MigrationSetup::start_with(&live_migration(5000), |c| c).await;
-    let tenant = tenant_ids(1)[0];
-    let source = setup.shared_db().await;
-    seed_events(&source, &[tenant], 5_000, 10).await.unwrap();
-    let id = setup
-        .migrate(tenant, "dedicated", &["--manual-cutover"])
-        .await;
-    setup.wait_for_state(id, "DUAL_WRITE").await;
+    let one = OneTenant::start(5000, 5_000).await;
+    let id = one.migrate_to_dual_write(&[]).await;
+    let OneTenant {
+        setup,
+        tenant,
+        source,
+    } = one;
 
     setup.dedicated.stop_immediate().await.unwrap();
     let mut load = Load::new();
@@ -402,14 +430,13 @@ async fn writes_succeed_while_the_target_is_down_and_the_tail_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_during_a_held_cutover_returns_the_tenant_to_its_source() {
-    let setup = MigrationSetup::start_with(&live_migration(3000), |c| c).await;
-    let tenant = tenant_ids(1)[0];
-    let source = setup.shared_db().await;
-    seed_events(&source, &[tenant], 5_000, 10).await.unwrap();
-    let id = setup
-        .migrate(tenant, "dedicated", &["--manual-cutover"])
-        .await;
-    setup.wait_for_state(id, "DUAL_WRITE").await;
+    let one = OneTenant::start(3000, 5_000).await;
+    let id = one.migrate_to_dual_write(&[]).await;
+    let OneTenant {
+        setup,
+        tenant,
+        source,
+    } = one;
     let (open, open_event) = open_transaction(&setup, tenant).await;
 
     let id_text = id.to_string();
@@ -446,18 +473,9 @@ async fn abort_during_a_held_cutover_returns_the_tenant_to_its_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cutover_refuses_a_target_that_differs_and_names_why() {
-    let setup = MigrationSetup::start_with(&live_migration(5000), |c| c).await;
-    let tenant = tenant_ids(1)[0];
-    let source = setup.shared_db().await;
-    seed_events(&source, &[tenant], 3_000, 10).await.unwrap();
-    let id = setup
-        .migrate(
-            tenant,
-            "dedicated",
-            &["--manual-cutover", "--verify", "full"],
-        )
-        .await;
-    setup.wait_for_state(id, "DUAL_WRITE").await;
+    let one = OneTenant::start(5000, 3_000).await;
+    let id = one.migrate_to_dual_write(&["--verify", "full"]).await;
+    let OneTenant { setup, tenant, .. } = one;
     let target = setup.dedicated_db().await;
     let changed: Uuid = target
         .query_one(
@@ -583,17 +601,11 @@ impl Subscriber {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscriber_continues_on_the_target_without_missing_or_repeating_an_event() {
-    let setup = MigrationSetup::start_with(&live_migration(5000), |c| c).await;
-    let tenant = tenant_ids(1)[0];
-    let source = setup.shared_db().await;
-    seed_events(&source, &[tenant], 4_000, 10).await.unwrap();
-    let mut subscriber = Subscriber::connect(&setup, tenant).await;
+    let one = OneTenant::start(5000, 4_000).await;
+    let mut subscriber = Subscriber::connect(&one.setup, one.tenant).await;
     subscriber.catch_up().await;
-
-    let id = setup
-        .migrate(tenant, "dedicated", &["--manual-cutover"])
-        .await;
-    setup.wait_for_state(id, "DUAL_WRITE").await;
+    let id = one.migrate_to_dual_write(&[]).await;
+    let OneTenant { setup, tenant, .. } = one;
     let mut load = Load::new();
     load.append(&setup, &[tenant, tenant]).await;
     wait_for_appends(&load, 100).await;
