@@ -1,4 +1,7 @@
-//! The `evshift` command: `serve` runs the proxy, `ctl` talks to a running one.
+//! The `evshift` command: `serve` runs the proxy, `ctl` talks to a running one, `demo` shows a
+//! live migration on throwaway servers.
+
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,16 +42,22 @@ enum Command {
     },
     /// Send a command to a running evshift through its control socket.
     Ctl(CtlArgs),
+    /// Move the biggest tenant of a seeded event store under load, on throwaway servers.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return demo::cli_error(error),
+    };
     match cli.command {
         Command::Serve {
             config,
             check_config,
         } => serve(config, check_config),
         Command::Ctl(args) => ctl::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 
