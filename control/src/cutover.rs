@@ -18,12 +18,17 @@ use crate::error::ControlError;
 use crate::gate::TrafficGate;
 use crate::migration::{MigrationStatus, VerifyMode};
 use crate::migration_store::{MigrationStore, Transition};
+use crate::positions::PositionMapper;
 use crate::rate_limit::RateLimiter;
 use crate::retry::Failure;
 use crate::routing::MigrationState;
+use crate::subscriptions::SubscriptionMigrator;
 use crate::tail_window::TailWindow;
 use crate::telemetry;
 use crate::verification;
+
+/// Bound of the subscription translation inside the hold.
+const SUBSCRIPTIONS_BOUND: Duration = Duration::from_secs(2);
 
 /// What the driver hands the cutover.
 pub(crate) struct CutoverRun<'a> {
@@ -327,7 +332,38 @@ async fn commit(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let names = migration.options()?.subscriptions;
+    if !names.is_empty() {
+        translate_subscriptions(context, &status, &names, operator).await;
+    }
     Ok(status)
+}
+
+/// Step 6's optional part: the checkpoints of the subscriptions named at `migrate` are
+/// translated before the held statements go on. The migration is MIGRATED whatever happens
+/// here: a failure is logged (the audit log has a row per rewritten checkpoint) and the
+/// operator runs `evshift ctl subscriptions` again.
+async fn translate_subscriptions(
+    context: &Context,
+    migrated: &MigrationStatus,
+    names: &[String],
+    operator: &str,
+) {
+    let run = async {
+        let mapper = PositionMapper::connect(&context.control_url, migrated).await?;
+        SubscriptionMigrator::new(&context.stores, &context.control_url, migrated, &mapper)
+            .run(names, false, operator)
+            .await
+    };
+    match tokio::time::timeout(SUBSCRIPTIONS_BOUND, run).await {
+        Ok(Ok(plan)) => tracing::info!(phase = "MIGRATED", operation = "subscriptions",
+            rewritten = plan.rewrites.len(), "subscription checkpoints translated"),
+        Ok(Err(error)) => tracing::error!(phase = "MIGRATED", operation = "subscriptions",
+            kind = error.kind(), error = %error,
+            "cannot translate the subscription checkpoints; run `evshift ctl subscriptions`"),
+        Err(_) => tracing::error!(phase = "MIGRATED", operation = "subscriptions",
+            "translating the subscription checkpoints took too long; run `evshift ctl subscriptions`"),
+    }
 }
 
 /// After a MIGRATED commit that failed: whether it committed all the same (the connection

@@ -81,6 +81,9 @@ pub struct MigrationOptions {
     pub manual_cutover: bool,
     /// How the cutover verifies the target.
     pub verify: VerifyMode,
+    /// Subscriptions whose checkpoints the cutover translates to the target's positions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<String>,
 }
 
 /// What an operator may override when starting a migration; the rest comes from `[migration]`.
@@ -90,6 +93,8 @@ pub struct OptionOverrides {
     pub rate_limit_events_per_sec: Option<u64>,
     pub manual_cutover: bool,
     pub verify: Option<VerifyMode>,
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
 }
 
 /// A request to migrate a tenant.
@@ -179,6 +184,7 @@ mod tests {
             rate_limit_events_per_sec: 0,
             manual_cutover: false,
             verify: VerifyMode::Hash,
+            subscriptions: Vec::new(),
         };
         let json = serde_json::to_value(&options).unwrap();
         assert_eq!(json["verify"], "hash");

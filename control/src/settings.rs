@@ -64,6 +64,7 @@ impl MigrationSettings {
                 .unwrap_or(self.rate_limit_events_per_sec),
             manual_cutover: overrides.manual_cutover,
             verify: overrides.verify.unwrap_or(self.verify),
+            subscriptions: overrides.subscriptions.clone(),
         })
     }
 }

@@ -41,12 +41,13 @@ use serde_json::json;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::coordinator::Coordinator;
 use crate::error::{describe_pg_error, ControlError};
-use crate::migration::{MigrationRef, MigrationStatus};
+use crate::migration::MigrationStatus;
+use crate::migration_store::MigrationStore;
 use crate::position_token::PositionToken;
 use crate::positions::{PositionMapper, Translation};
 use crate::routing::MigrationState;
+use crate::store_directory::StoreDirectory;
 
 /// The audit log's event type of one rewritten checkpoint.
 pub const AUDIT_EVENT: &str = "subscription_rewritten";
@@ -117,7 +118,9 @@ struct Recorded {
 
 /// Rewrites the checkpoints of one migration's subscriptions.
 pub struct SubscriptionMigrator<'a> {
-    coordinator: &'a Coordinator,
+    stores: &'a StoreDirectory,
+    /// For the audit rows.
+    control_url: &'a str,
     migration: &'a MigrationStatus,
     mapper: &'a PositionMapper,
 }
@@ -125,12 +128,14 @@ pub struct SubscriptionMigrator<'a> {
 impl<'a> SubscriptionMigrator<'a> {
     /// `migration` as read now; `mapper` translates its positions.
     pub fn new(
-        coordinator: &'a Coordinator,
+        stores: &'a StoreDirectory,
+        control_url: &'a str,
         migration: &'a MigrationStatus,
         mapper: &'a PositionMapper,
     ) -> SubscriptionMigrator<'a> {
         SubscriptionMigrator {
-            coordinator,
+            stores,
+            control_url,
             migration,
             mapper,
         }
@@ -200,12 +205,13 @@ impl<'a> SubscriptionMigrator<'a> {
             return Err(ControlError::InvalidRequest(conflict.clone()));
         }
         plan.dry_run = false;
+        let audit = MigrationStore::connect(self.control_url).await?;
         for rewrite in &mut plan.rewrites {
             if rewrite.status != RewriteStatus::Planned {
                 continue;
             }
-            self.coordinator
-                .record_audit(
+            audit
+                .audit_event(
                     self.migration.id,
                     AUDIT_EVENT,
                     &audit_details(rewrite),
@@ -239,7 +245,7 @@ impl<'a> SubscriptionMigrator<'a> {
 
     /// The source, and the default store if it is another (see the module documentation).
     fn searched_stores(&self, names: &[String]) -> Result<Vec<String>, ControlError> {
-        let stores = self.coordinator.stores();
+        let stores = self.stores;
         let source = &self.migration.source_store;
         let default = stores.default_store();
         if names.is_empty() {
@@ -259,7 +265,7 @@ impl<'a> SubscriptionMigrator<'a> {
     }
 
     async fn connect_all(&self, stores: &[String]) -> Result<Vec<Client>, ControlError> {
-        let directory = self.coordinator.stores();
+        let directory = self.stores;
         try_join_all(stores.iter().map(|store| directory.connect(store))).await
     }
 
@@ -286,9 +292,9 @@ impl<'a> SubscriptionMigrator<'a> {
 
     /// Earlier rewrites of this migration, by (name, store).
     async fn previous_rewrites(&self) -> Result<HashMap<(String, String), Recorded>, ControlError> {
-        let entries = self
-            .coordinator
-            .audit(MigrationRef::Id(self.migration.id))
+        let entries = MigrationStore::connect(self.control_url)
+            .await?
+            .audit(self.migration.id)
             .await?;
         Ok(entries
             .iter()
@@ -377,7 +383,7 @@ impl<'a> SubscriptionMigrator<'a> {
         if copied.is_empty() {
             return Ok(());
         }
-        let client = self.coordinator.stores().connect(target).await?;
+        let client = self.stores.connect(target).await?;
         let existing: HashMap<String, Option<String>> =
             read_checkpoints(&client, target, Some(&copied))
                 .await?
@@ -405,7 +411,7 @@ impl<'a> SubscriptionMigrator<'a> {
 
     /// Writes one rewrite: the target copy first, then the row where it was found.
     async fn write(&self, rewrite: &PlannedRewrite) -> Result<(), ControlError> {
-        let stores = self.coordinator.stores();
+        let stores = self.stores;
         let found_on = stores.connect(&rewrite.store).await?;
         let target = &self.migration.target_store;
         if copies_to(rewrite, target) {

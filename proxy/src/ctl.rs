@@ -89,6 +89,9 @@ pub enum CtlCommand {
         /// Copy at most this many events per second (0: unlimited).
         #[arg(long)]
         rate_limit: Option<u64>,
+        /// Subscriptions whose checkpoints the cutover translates (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        subscriptions: Vec<String>,
     },
     /// Every migration, or one (by migration id or tenant id).
     Status {
@@ -188,6 +191,7 @@ impl CtlCommand {
                 manual_cutover,
                 verify,
                 rate_limit,
+                subscriptions,
             } => Request::Migrate {
                 tenant: *tenant,
                 to: to.clone(),
@@ -196,6 +200,7 @@ impl CtlCommand {
                     rate_limit_events_per_sec: *rate_limit,
                     manual_cutover: *manual_cutover,
                     verify: *verify,
+                    subscriptions: subscriptions.clone(),
                 },
                 operator: operator(),
             },

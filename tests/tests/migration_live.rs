@@ -604,7 +604,15 @@ async fn a_subscriber_continues_on_the_target_without_missing_or_repeating_an_ev
     let one = OneTenant::start(5000, 4_000).await;
     let mut subscriber = Subscriber::connect(&one.setup, one.tenant).await;
     subscriber.catch_up().await;
-    let id = one.migrate_to_dual_write(&[]).await;
+    // Another tenant's rows in between, so that source and target positions differ.
+    let neighbour = tenant_ids(2)[1];
+    seed_events(&one.source, &[neighbour], 1_000, 10)
+        .await
+        .unwrap();
+    // The cutover translates the subscription's checkpoint itself.
+    let id = one
+        .migrate_to_dual_write(&["--subscriptions", SUBSCRIPTION])
+        .await;
     let OneTenant { setup, tenant, .. } = one;
     let mut load = Load::new();
     load.append(&setup, &[tenant, tenant]).await;
@@ -622,18 +630,13 @@ async fn a_subscriber_continues_on_the_target_without_missing_or_repeating_an_ev
         .await
         .ok_json();
     assert_eq!(migrated["state"], "MIGRATED", "{migrated}");
-    let plan = setup
-        .ctl(&[
-            "--json",
-            "subscriptions",
-            &id.to_string(),
-            "--names",
-            SUBSCRIPTION,
-        ])
-        .await
-        .ok_json();
-    let text = plan.to_string();
-    assert!(text.contains(SUBSCRIPTION), "{text}");
+    assert!(
+        setup
+            .audit_events(id)
+            .await
+            .contains(&"subscription_rewritten".to_string()),
+        "the cutover did not translate the checkpoint"
+    );
 
     // New events on the target, then the subscriber resumes there.
     let mut load = Load::new();

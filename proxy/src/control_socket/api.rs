@@ -192,7 +192,7 @@ impl ControlApi {
         let migration = coordinator.find(reference).await?;
         let mapper = PositionMapper::connect(control_url, &migration).await?;
         let operator = operator.unwrap_or_else(|| DEFAULT_OPERATOR.into());
-        SubscriptionMigrator::new(coordinator, &migration, &mapper)
+        SubscriptionMigrator::new(coordinator.stores(), control_url, &migration, &mapper)
             .run(names, dry_run, &operator)
             .await
     }

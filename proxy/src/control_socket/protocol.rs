@@ -91,6 +91,8 @@ enum RawRequest {
         verify: Option<VerifyMode>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rate_limit_events_per_sec: Option<u64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        subscriptions: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         operator: Option<String>,
     },
@@ -170,6 +172,7 @@ impl Request {
                 manual_cutover,
                 verify,
                 rate_limit_events_per_sec,
+                subscriptions,
                 operator,
             } => Request::Migrate {
                 tenant: parse_tenant(&tenant)?,
@@ -179,6 +182,7 @@ impl Request {
                     rate_limit_events_per_sec,
                     manual_cutover,
                     verify,
+                    subscriptions,
                 },
                 operator,
             },
@@ -250,6 +254,7 @@ impl Request {
                 manual_cutover: overrides.manual_cutover,
                 verify: overrides.verify,
                 rate_limit_events_per_sec: overrides.rate_limit_events_per_sec,
+                subscriptions: overrides.subscriptions.clone(),
                 operator: operator.clone(),
             },
             Request::Status { migration } => RawRequest::Status {
@@ -512,6 +517,7 @@ mod tests {
                     rate_limit_events_per_sec: Some(5),
                     manual_cutover: true,
                     verify: Some(VerifyMode::Count),
+                    subscriptions: vec!["orders".into(), "invoices".into()],
                 },
                 operator: Some("alice".into()),
             },
