@@ -13,6 +13,9 @@ use evshift_control::{MigrationState, MigrationStatus};
 
 use super::summary::thousands;
 
+/// Indentation of everything under a step line (as wide as `[1/7] `).
+const INDENT: &str = "      ";
+
 /// The demo's display.
 pub struct Progress {
     multi: MultiProgress,
@@ -39,7 +42,13 @@ impl Progress {
 
     /// `[n/total] label  text`.
     pub fn step(&self, n: usize, total: usize, label: &str, text: impl AsRef<str>) {
-        self.line(format!("[{n}/{total}] {label:<9} {}", text.as_ref()));
+        let line = format!("[{n}/{total}] {label:<9} {}", text.as_ref());
+        self.line(line.trim_end());
+    }
+
+    /// A line of detail under a step.
+    pub fn detail(&self, text: impl AsRef<str>) {
+        self.line(format!("{INDENT}{}", text.as_ref()));
     }
 
     /// A bar counting up to `len` (rows seeded).
@@ -47,7 +56,7 @@ impl Progress {
         let bar = self.multi.add(ProgressBar::new(len));
         bar.set_style(
             ProgressStyle::with_template(&format!(
-                "          [{{bar:30}}] {{human_pos:>9}}/{{human_len}} {what} {{per_sec}}"
+                "{INDENT}[{{bar:30}}] {{human_pos:>9}}/{{human_len}} {what} {{per_sec}}"
             ))
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
@@ -59,7 +68,7 @@ impl Progress {
     pub fn status_line(&self) -> ProgressBar {
         let bar = self.multi.add(ProgressBar::new_spinner());
         bar.set_style(
-            ProgressStyle::with_template("          {spinner} {wide_msg}")
+            ProgressStyle::with_template(&format!("{INDENT}{{spinner}} {{wide_msg}}"))
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
@@ -70,7 +79,7 @@ impl Progress {
     pub fn migration(&self) -> MigrationBar {
         let bar = self.multi.insert(0, ProgressBar::new(100));
         bar.set_style(
-            ProgressStyle::with_template("          [{bar:30}] {pos:>3}% {wide_msg}")
+            ProgressStyle::with_template(&format!("{INDENT}[{{bar:30}}] {{pos:>3}}% {{wide_msg}}"))
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
@@ -94,7 +103,7 @@ impl MigrationBar {
         if self.last_state != Some(status.state) {
             self.last_state = Some(status.state);
             progress.line(format!(
-                "          migration {}: {}",
+                "{INDENT}migration {}: {}",
                 status.id,
                 describe(status)
             ));

@@ -81,13 +81,17 @@ pub async fn run(plan: Plan) -> Result<(), DemoError> {
         STEPS,
         "load",
         format!(
-            "{} clients through evshift, {RATE_PER_CLIENT:.0} transactions/s each ({MOVING_CLIENTS} \
-             on the biggest tenant, {OTHER_CLIENTS} over the other {}); {} s before the migration",
+            "{} clients through evshift, {RATE_PER_CLIENT:.0} transactions/s each; {} s before \
+             the migration",
             MOVING_CLIENTS + OTHER_CLIENTS,
-            others.len(),
             BASELINE.as_secs()
         ),
     );
+    progress.detail(format!(
+        "{MOVING_CLIENTS} on the biggest tenant, {OTHER_CLIENTS} taking turns over the other {}; \
+         appends and reads as eventsource-py sends them",
+        others.len()
+    ));
     let load = Load::start(&LoadSpec {
         url,
         moving: moving.id,
@@ -115,9 +119,9 @@ pub async fn run(plan: Plan) -> Result<(), DemoError> {
         6,
         STEPS,
         "verify",
-        "the target against the source (control socket), then every acknowledged event in \
-         the store that holds its tenant now",
+        "the target against the source (verify full, control socket)",
     );
+    progress.detail("and every acknowledged event in the store that holds its tenant now");
     let target = connect(&servers.target, "the target store").await?;
     let figures = gather(Gather {
         control: &control,
@@ -132,12 +136,7 @@ pub async fn run(plan: Plan) -> Result<(), DemoError> {
     })
     .await?;
 
-    progress.step(
-        7,
-        STEPS,
-        "summary",
-        "of the migration and of what the clients saw",
-    );
+    progress.step(7, STEPS, "summary", "");
     progress.line(figures.render());
     let problems = figures.problems();
     if plan.keep {
@@ -156,25 +155,23 @@ pub async fn run(plan: Plan) -> Result<(), DemoError> {
 
 fn header(plan: &Plan) -> String {
     let servers = match &plan.servers {
-        Servers::Throwaway { bin, .. } => {
-            let version = bin.version();
-            format!(
-                "three throwaway PostgreSQL servers{}",
-                if version.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({version})")
-                }
-            )
-        }
+        Servers::Throwaway { bin, .. } => match server_version(&bin.version()) {
+            Some(version) => format!("three throwaway PostgreSQL {version} servers"),
+            None => "three throwaway PostgreSQL servers".into(),
+        },
         Servers::Existing { .. } => "the servers given".into(),
     };
     format!(
-        "evshift demo: {servers}, {} tenants, {} events; the biggest tenant moves to its own \
-         store while clients keep writing\n",
+        "evshift demo: {} tenants and {} events on {servers}; the biggest tenant moves to a \
+         store of its own\nwhile clients keep writing through evshift.\n",
         plan.tenants,
         thousands(plan.events)
     )
+}
+
+/// `15.8` from `postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)`.
+fn server_version(text: &str) -> Option<&str> {
+    text.split_whitespace().nth(2)
 }
 
 /// Everything the demo started; stopped and removed on drop unless kept.
@@ -332,6 +329,7 @@ async fn start_servers(
                 "servers",
                 "the given source, target and control servers answer",
             );
+            progress.detail(format!("evshift's files are in {}", env.dir.display()));
             return Ok(ServerUrls {
                 source: source.clone(),
                 target: target.clone(),
@@ -372,16 +370,16 @@ async fn start_servers(
         STEPS,
         "servers",
         format!(
-            "{} on 127.0.0.1:{}, {} on 127.0.0.1:{}, control store on 127.0.0.1:{} ({:.1} s, in {})",
+            "{} on 127.0.0.1:{}, {} on 127.0.0.1:{}, control store on 127.0.0.1:{} ({:.1} s)",
             shared.name(),
             shared.port(),
             dedicated.name(),
             dedicated.port(),
             control.port(),
             started.elapsed().as_secs_f64(),
-            env.dir.display()
         ),
     );
+    progress.detail(format!("their files are in {}", env.dir.display()));
     Ok(ServerUrls {
         source: shared.url(STORE_DB),
         target: dedicated.url(STORE_DB),
@@ -425,17 +423,19 @@ async fn seed_store(
         STEPS,
         "seed",
         format!(
-            "{} events and {} snapshots of {} tenants into {SOURCE_STORE} in {:.1} s; the \
-             biggest tenant, {}, holds {} ({:.0}%)",
+            "{} events and {} snapshots of {} tenants into {SOURCE_STORE} ({:.1} s)",
             thousands(plan.events),
             thousands(snapshots),
             tenants.len(),
             started.elapsed().as_secs_f64(),
-            biggest.id,
-            thousands(biggest.events as u64),
-            biggest.events as f64 * 100.0 / plan.events as f64
         ),
     );
+    progress.detail(format!(
+        "the biggest tenant, {}, holds {} of them ({:.0}%)",
+        biggest.id,
+        thousands(biggest.events as u64),
+        biggest.events as f64 * 100.0 / plan.events as f64
+    ));
     Ok(tenants)
 }
 
@@ -459,13 +459,16 @@ async fn start_evshift(
         STEPS,
         "evshift",
         format!(
-            "pid {} listening on {}, control socket {}, metrics on http://{}/metrics",
+            "pid {} listening on {}, metrics on http://{}/metrics",
             evshift.pid(),
             evshift.settings().listen,
-            evshift.settings().control_socket.display(),
             evshift.settings().metrics
         ),
     );
+    progress.detail(format!(
+        "control socket {}",
+        evshift.settings().control_socket.display()
+    ));
     Ok(evshift)
 }
 
@@ -494,12 +497,14 @@ async fn migrate(
         STEPS,
         "migrate",
         format!(
-            "tenant {} ({} events): {SOURCE_STORE} -> {TARGET_STORE}, migration {id}; cutover by \
-             itself at a lag of at most {MAX_LAG_EVENTS} events, verified by hash under the hold",
+            "tenant {}: {SOURCE_STORE} -> {TARGET_STORE}, migration {id}",
             moving.id,
-            thousands(moving.events as u64)
         ),
     );
+    progress.detail(format!(
+        "automatic cutover once the lag is at most {MAX_LAG_EVENTS} events; hash verification \
+         under the hold"
+    ));
     let mut bar = progress.migration();
     let deadline = Instant::now() + MIGRATION_DEADLINE;
     let status = loop {
@@ -826,6 +831,13 @@ migration_cutover_pause_duration_ms_count{migration_id=\"4\",tenant_id=\"u\"} 2
         assert_eq!(single_pause(text, 3), Some(Duration::from_micros(42_500)));
         assert_eq!(single_pause(text, 4), None, "two cutovers: no single pause");
         assert_eq!(single_pause(text, 5), None);
+    }
+
+    #[test]
+    fn the_server_version_is_the_third_word() {
+        let text = "postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)";
+        assert_eq!(server_version(text), Some("15.8"));
+        assert_eq!(server_version(""), None);
     }
 
     #[test]

@@ -181,7 +181,8 @@ impl Figures {
             ("moving tenant, after cutover", self.moving_after.describe()),
             ("other tenants, before", self.others_before.describe_p99()),
             ("other tenants, during", self.others_during.describe_p99()),
-            ("verification", self.verification()),
+            ("verified at cutover", self.cutover_verification()),
+            ("verified after load", self.target_verification()),
             (
                 "source writes after cutover",
                 self.source_writes_after_cutover.to_string(),
@@ -226,7 +227,7 @@ impl Figures {
     fn copy_rate(&self) -> String {
         match self.bulk_copy {
             Some((events, took)) if !took.is_zero() => format!(
-                "{} events/s (bulk copy, while the load ran)",
+                "{} events/s (bulk copy, under the load)",
                 thousands((events as f64 / took.as_secs_f64()).round() as u64)
             ),
             _ => "-".into(),
@@ -236,11 +237,11 @@ impl Figures {
     fn pause(&self) -> String {
         match (self.cutover_pause, self.pause_before_commit) {
             (Some(pause), Some(commit)) => format!(
-                "{} (the tenant's statements held; {} of it until the MIGRATED commit)",
+                "{} (tenant held; {} of it until the MIGRATED commit)",
                 ms(pause),
                 ms(commit)
             ),
-            (Some(pause), None) => format!("{} (the tenant's statements held)", ms(pause)),
+            (Some(pause), None) => format!("{} (tenant held)", ms(pause)),
             (None, Some(commit)) => format!("{} until the MIGRATED commit", ms(commit)),
             (None, None) => "-".into(),
         }
@@ -249,7 +250,7 @@ impl Figures {
     fn dual_write(&self) -> String {
         match self.dual_write_window {
             Some(window) => format!(
-                "{} in {:.1} s of DUAL_WRITE",
+                "{}, {:.1} s",
                 self.moving_dual_write.describe(),
                 window.as_secs_f64()
             ),
@@ -269,29 +270,23 @@ impl Figures {
         }
     }
 
-    fn verification(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(at_cutover) = &self.cutover_verification {
-            parts.push(format!("{at_cutover} at the cutover"));
-        }
-        if let Some(check) = &self.target_check {
-            parts.push(format!(
-                "{} after the load: {}",
-                check.level,
-                describe_check(check)
-            ));
-        }
-        if parts.is_empty() {
-            "-".into()
-        } else {
-            parts.join("; ")
+    fn cutover_verification(&self) -> String {
+        self.cutover_verification
+            .clone()
+            .unwrap_or_else(|| "-".into())
+    }
+
+    fn target_verification(&self) -> String {
+        match &self.target_check {
+            Some(check) => format!("{}: {}", check.level, describe_check(check)),
+            None => "-".into(),
         }
     }
 }
 
 fn describe_check(check: &TargetCheck) -> String {
     format!(
-        "{} missing, {} differing, {} extra on the target ({} appended after the cutover)",
+        "{} missing, {} differing, {} extra on the target (appended after the cutover: {})",
         check.missing, check.differing, check.extra, check.appended_after_cutover
     )
 }
