@@ -96,7 +96,7 @@ pub enum DemoError {
     #[error("{0}")]
     Unprepared(String),
     /// Ctrl-C or SIGTERM (exit status 130).
-    #[error("interrupted; the servers were stopped")]
+    #[error("interrupted; what the demo had started is stopped and removed")]
     Interrupted,
     /// A step failed (exit status 1).
     #[error("{0:#}")]

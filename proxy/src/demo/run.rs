@@ -234,7 +234,8 @@ impl Environment {
                 format!("{ctl} stores"),
                 format!("{ctl} routes"),
                 format!("{ctl} status {migration_id}"),
-                format!("{ctl} audit {migration_id}"),
+                // --json: the table of a long audit row is hard to read.
+                format!("{ctl} --json audit {migration_id}"),
                 format!("{ctl} verify {migration_id} full"),
                 format!(
                     "curl -s http://{}/metrics | grep ^migration_",
