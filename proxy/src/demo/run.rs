@@ -234,7 +234,8 @@ impl Environment {
                 format!("{ctl} stores"),
                 format!("{ctl} routes"),
                 format!("{ctl} status {migration_id}"),
-                // --json: the table of a long audit row is hard to read.
+                // --json: the table form of `ctl audit` cannot draw a cell wider than 65,535
+                // characters, and the row of the full verification is one.
                 format!("{ctl} --json audit {migration_id}"),
                 format!("{ctl} verify {migration_id} full"),
                 format!(
