@@ -716,6 +716,11 @@ async fn write_route(
     target: &str,
     migration_id: i64,
 ) -> Result<u64, tokio_postgres::Error> {
+    // Once MIGRATED the tenant lives on the target.
+    let store = match state {
+        MigrationState::Migrated => target,
+        _ => source,
+    };
     client
         .execute(
             "INSERT INTO tenant_routing
@@ -725,7 +730,7 @@ async fn write_route(
                 SET store_id = EXCLUDED.store_id, migration_state = EXCLUDED.migration_state,
                     target_store_id = EXCLUDED.target_store_id,
                     migration_id = EXCLUDED.migration_id, updated_at = now()",
-            &[&tenant, &source, &state.as_str(), &target, &migration_id],
+            &[&tenant, &store, &state.as_str(), &target, &migration_id],
         )
         .await
 }

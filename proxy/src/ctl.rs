@@ -669,8 +669,26 @@ fn yes_no(flag: bool) -> &'static str {
     }
 }
 
+/// `cell`, cut to [`MAX_CELL_CHARS`].
+fn shorten(cell: &str) -> String {
+    if cell.chars().count() <= MAX_CELL_CHARS {
+        return cell.to_string();
+    }
+    let kept: String = cell.chars().take(MAX_CELL_CHARS - 3).collect();
+    format!("{kept}...")
+}
+
+/// A cell longer than this is cut (with `...`): audit details can be very long, and a table
+/// cell is for reading. `--json` prints everything.
+const MAX_CELL_CHARS: usize = 200;
+
 /// Left-aligned columns two spaces apart; no trailing blanks.
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| shorten(cell)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -694,6 +712,14 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_very_long_cell_is_cut_and_the_table_still_renders() {
+        let long = "x".repeat(100_000);
+        let rendered = table(&["A", "B"], &[vec![long, "b".into()]]);
+        assert!(rendered.lines().nth(1).unwrap().len() < 300, "{}", rendered.len());
+        assert!(rendered.contains("..."));
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -292,6 +292,7 @@ async fn a_tenant_moves_under_load_without_loss_duplicates_or_errors() {
         .await
         .ok_json();
     assert_eq!(route["migration_state"], "MIGRATED", "{route}");
+    assert_eq!(route["store"], "dedicated", "{route}");
 }
 
 /// One tenant with `events` seeded on the source and evshift with a `timeout_ms` hold bound.
