@@ -118,11 +118,16 @@ impl StoreMap {
     }
 }
 
-/// `tenant_routing`: tenant -> store id.
+/// `tenant_routing`: tenant -> the id of the store that holds it (the target once its
+/// migration is MIGRATED: `store_id` stays the source until the route is rewritten).
 async fn routes_from_control_store(url: &str) -> Result<HashMap<Uuid, String>> {
     let client = connect(url).await?;
     let rows = client
-        .query("SELECT tenant_id, store_id FROM tenant_routing", &[])
+        .query(
+            "SELECT tenant_id, CASE WHEN migration_state = 'MIGRATED' THEN target_store_id \
+             ELSE store_id END FROM tenant_routing",
+            &[],
+        )
         .await
         .with_context(|| format!("read tenant_routing from {}", redact_url(url)))?;
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())

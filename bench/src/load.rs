@@ -243,6 +243,21 @@ impl LoadHandle {
         self.shared.recorder.acknowledged_count()
     }
 
+    /// Per tenant and kind, the histograms measured so far (a copy). Subtracting an earlier
+    /// copy gives exactly what completed in between: a window of a running load.
+    pub fn histograms_so_far(&self) -> Vec<TenantHistograms> {
+        self.shared
+            .recorder
+            .tenants_so_far()
+            .into_iter()
+            .zip(&self.shared.spec.tenants)
+            .map(|(kinds, tenant)| TenantHistograms {
+                tenant: *tenant,
+                kinds,
+            })
+            .collect()
+    }
+
     /// Waits for the deadline (or stops now when the load has none), lets in-flight
     /// transactions end, and returns what was measured.
     pub async fn finish(self) -> Result<LoadRun> {

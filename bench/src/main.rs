@@ -1,9 +1,9 @@
 //! `evshift-bench`: the load generator and the benchmark scenarios of evshift.
 //!
-//! `load` runs one load against a URL; `passthrough`, `routed`, `copy`, `scale` start their own
-//! throwaway clusters and evshift and print markdown tables; `all` runs every scenario into a
-//! results folder. Errors are one line on standard error and exit status 1; bad arguments exit
-//! with status 2.
+//! `load` runs one load against a URL; `passthrough`, `routed`, `copy`, `scale`, `migrate` start
+//! their own throwaway clusters and evshift and print markdown tables; `all` runs every scenario
+//! into a results folder. Errors are one line on standard error and exit status 1; bad arguments
+//! exit with status 2.
 
 use clap::Parser;
 use evshift_bench::{load_cli, scenario_cli};
@@ -25,6 +25,8 @@ enum Cli {
     Copy(scenario_cli::CopyArgs),
     /// tps and RSS at 10/100/1,000 connections; copy rate at 100k/1M/10M events.
     Scale(scenario_cli::ScaleArgs),
+    /// A tenant migrated back and forth under load: dual-write latency, cutover pauses.
+    Migrate(scenario_cli::MigrateArgs),
     /// Every scenario, results into a folder.
     All(scenario_cli::AllArgs),
 }
@@ -37,6 +39,7 @@ async fn main() {
         Cli::Routed(args) => scenario_cli::routed(args).await,
         Cli::Copy(args) => scenario_cli::copy(args).await,
         Cli::Scale(args) => scenario_cli::scale(args).await,
+        Cli::Migrate(args) => scenario_cli::migrate(args).await,
         Cli::All(args) => scenario_cli::all(args).await,
     };
     if let Err(error) = result {

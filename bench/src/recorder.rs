@@ -186,6 +186,12 @@ impl Recorder {
             .push(Acknowledged { tenant, event_id });
     }
 
+    /// A copy of the per-tenant histograms recorded so far: the difference of two copies is
+    /// what completed between them.
+    pub fn tenants_so_far(&self) -> Vec<BTreeMap<TxKind, KindStats>> {
+        self.lock().tenants.clone()
+    }
+
     /// How many appends were acknowledged so far.
     pub fn acknowledged_count(&self) -> usize {
         self.lock().acknowledged.len()

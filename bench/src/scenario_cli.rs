@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 use crate::machine::workspace_root;
 use crate::mix::{Mix, TxKind};
 use crate::scenario::{
-    self, all, copy, passthrough, release_evshift, routed, scale, Environment, PgBouncerUse,
-    RunShape, ScenarioOutput,
+    self, all, copy, migrate, passthrough, release_evshift, routed, scale, Environment,
+    PgBouncerUse, RunShape, ScenarioOutput,
 };
 use crate::workload::Protocol;
 
@@ -223,6 +223,100 @@ impl ScaleArgs {
     }
 }
 
+/// `evshift-bench migrate`.
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Appends per second of the migrating tenant (fixed rate).
+    #[arg(long, default_value_t = 1200.0)]
+    pub rate: f64,
+    /// Clients of the migrating tenant.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Tenants that stay where they are.
+    #[arg(long, default_value_t = 3)]
+    pub other_tenants: usize,
+    /// Transactions per second of the other tenants together (half appends, half stream reads).
+    #[arg(long, default_value_t = 900.0)]
+    pub other_rate: f64,
+    #[arg(long, default_value_t = 8)]
+    pub other_clients: usize,
+    /// Migrations, each with one cutover, back and forth between the two stores.
+    #[arg(long, default_value_t = 20)]
+    pub cutovers: usize,
+    /// Seconds measured before each migration and in DUAL_WRITE before each cutover.
+    #[arg(long, default_value_t = 4.0)]
+    pub window: f64,
+    /// Seconds measured before `evshift ctl cutover` and after it returned.
+    #[arg(long, default_value_t = 0.5)]
+    pub cutover_margin: f64,
+    /// Request the cutover once the lag is at most this many events.
+    #[arg(long, default_value_t = 200)]
+    pub max_lag: i64,
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Events seeded for the migrating tenant.
+    #[arg(long, default_value_t = 50_000)]
+    pub seed_events: usize,
+    /// Streams seeded per other tenant for the reads.
+    #[arg(long, default_value_t = 200)]
+    pub seed_aggregates: usize,
+    /// evshift's [migration] batch_size.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value_t = Protocol::Prepared)]
+    pub protocol: Protocol,
+}
+
+impl MigrateArgs {
+    fn settings(&self) -> Result<migrate::Settings> {
+        let seconds = |value: f64, name: &str, positive: bool| {
+            if value.is_finite() && (value > 0.0 || (!positive && value == 0.0)) {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                bail!(
+                    "--{name} must be a {} number of seconds",
+                    if positive { "positive" } else { "non-negative" }
+                )
+            }
+        };
+        if !(self.rate.is_finite()
+            && self.rate > 0.0
+            && self.other_rate.is_finite()
+            && self.other_rate > 0.0)
+        {
+            bail!("--rate and --other-rate must be positive transactions per second");
+        }
+        if self.clients == 0
+            || self.other_clients == 0
+            || self.other_tenants == 0
+            || self.cutovers == 0
+        {
+            bail!("--clients, --other-clients, --other-tenants and --cutovers must be at least 1");
+        }
+        if self.max_lag < 0 {
+            bail!("--max-lag must be zero or positive");
+        }
+        Ok(migrate::Settings {
+            rate: self.rate,
+            clients: self.clients,
+            other_tenants: self.other_tenants,
+            other_rate: self.other_rate,
+            other_clients: self.other_clients,
+            cutovers: self.cutovers,
+            window: seconds(self.window, "window", true)?,
+            cutover_margin: seconds(self.cutover_margin, "cutover-margin", false)?,
+            max_lag: self.max_lag,
+            warmup: seconds(self.warmup, "warmup", false)?,
+            seed_events: self.seed_events.max(1),
+            seed_aggregates: self.seed_aggregates.max(1),
+            batch_size: self.batch_size.max(1),
+            protocol: self.protocol,
+        })
+    }
+}
+
 /// `evshift-bench all`: every scenario with the defaults of its own subcommand except what is
 /// given here.
 #[derive(clap::Args, Debug)]
@@ -258,6 +352,9 @@ pub struct AllArgs {
     /// scale: tenant sizes copied.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000,10000000")]
     pub scale_copy_sizes: Vec<u64>,
+    /// migrate: migrations, each with one cutover.
+    #[arg(long, default_value_t = 20)]
+    pub migrate_cutovers: usize,
 }
 
 impl AllArgs {
@@ -306,7 +403,22 @@ impl AllArgs {
                 batch_size: 1000,
             },
             scale: scale_args.settings()?,
+            migrate: self.migrate_args().settings()?,
         })
+    }
+
+    /// `migrate` with its own defaults but the number of cutovers.
+    fn migrate_args(&self) -> MigrateArgs {
+        /// The subcommand's options alone, to read their defaults.
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: MigrateArgs,
+        }
+        let mut args = <Defaults as clap::Parser>::parse_from(["migrate"]).args;
+        args.common = self.common();
+        args.cutovers = self.migrate_cutovers;
+        args
     }
 
     fn common(&self) -> Common {
@@ -382,6 +494,13 @@ pub async fn copy(args: CopyArgs) -> Result<()> {
 pub async fn scale(args: ScaleArgs) -> Result<()> {
     let env = environment(&args.common)?;
     let output = scale::run(&env, &args.settings()?).await?;
+    publish(&args.common, output)
+}
+
+/// `evshift-bench migrate`.
+pub async fn migrate(args: MigrateArgs) -> Result<()> {
+    let env = environment(&args.common)?;
+    let output = migrate::run(&env, &args.settings()?).await?;
     publish(&args.common, output)
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{copy, passthrough, routed, scale, Environment, ScenarioOutput};
+use super::{copy, migrate, passthrough, routed, scale, Environment, ScenarioOutput};
 
 /// The settings of every scenario.
 #[derive(Debug, Clone)]
@@ -14,6 +14,7 @@ pub struct Settings {
     pub routed: routed::Settings,
     pub copy: copy::Settings,
     pub scale: scale::Settings,
+    pub migrate: migrate::Settings,
 }
 
 /// Runs every scenario, writing into `out`; returns their outputs.
@@ -31,6 +32,7 @@ pub async fn run(
     outputs.push(finish(out, routed::run(env, &settings.routed).await?)?);
     outputs.push(finish(out, copy::run(env, &settings.copy).await?)?);
     outputs.push(finish(out, scale::run(env, &settings.scale).await?)?);
+    outputs.push(finish(out, migrate::run(env, &settings.migrate).await?)?);
     let summary: Vec<&str> = outputs.iter().map(|o| o.markdown.as_str()).collect();
     let readme = format!("# evshift benchmark results\n\n{}\n", summary.join("\n"));
     let path = out.join("README.md");

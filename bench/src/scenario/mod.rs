@@ -5,6 +5,7 @@
 
 pub mod all;
 pub mod copy;
+pub mod migrate;
 pub mod passthrough;
 pub mod routed;
 pub mod scale;

@@ -26,7 +26,7 @@ pub struct Proxy {
 impl Proxy {
     /// Starts `binary` with the stores `(id, url)` (the first is the default), an optional
     /// control store, `[log] level = "warn"` and the extra top-level TOML sections `extra`
-    /// (e.g. a `[migration]` table).
+    /// (e.g. a `[migration]` table; a `[log]` table there replaces the default one).
     pub async fn start(
         binary: &Path,
         stores: &[(&str, String)],
@@ -44,9 +44,11 @@ impl Proxy {
             .to_toml()
             .parse()
             .context("the harness writes TOML")?;
-        let extra: toml::Table = format!("[log]\nlevel = \"warn\"\n{extra}")
+        let quiet: toml::Table = "[log]\nlevel = \"warn\"\n"
             .parse()
-            .context("extra evshift configuration")?;
+            .context("the default [log] section")?;
+        let extra: toml::Table = extra.parse().context("extra evshift configuration")?;
+        table.extend(quiet);
         table.extend(extra);
         let process = EvshiftProcess::start_with_binary(binary, &table.to_string())
             .await
@@ -61,6 +63,11 @@ impl Proxy {
     /// The URL clients use for database `db`.
     pub fn url(&self, db: &str) -> String {
         self.process.url(CLIENT_USER, db)
+    }
+
+    /// Everything evshift wrote to stderr and stdout so far (its log).
+    pub fn log(&self) -> String {
+        self.process.log_contents()
     }
 
     /// The process id.
