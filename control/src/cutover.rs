@@ -160,6 +160,35 @@ struct Held {
     copied: u64,
     /// The verification done under the hold, for the audit row.
     verification: serde_json::Value,
+    /// How long each step of the hold took (ms), for the audit row.
+    steps: serde_json::Value,
+}
+
+/// Durations of the hold's steps, each from the end of the previous one.
+struct StepTimes {
+    last: Instant,
+    steps: serde_json::Map<String, serde_json::Value>,
+}
+
+impl StepTimes {
+    fn new() -> StepTimes {
+        StepTimes {
+            last: Instant::now(),
+            steps: serde_json::Map::new(),
+        }
+    }
+
+    fn done(&mut self, step: &str) {
+        let now = Instant::now();
+        let ms = now.duration_since(self.last).as_secs_f64() * 1000.0;
+        self.steps
+            .insert(step.to_string(), json!((ms * 100.0).round() / 100.0));
+        self.last = now;
+    }
+
+    fn into_json(self) -> serde_json::Value {
+        serde_json::Value::Object(self.steps)
+    }
 }
 
 /// Steps 2-4 under the hold: in-flight transactions end, final tail, verification (the
@@ -179,9 +208,11 @@ async fn hold(
         deadline,
     } = *scope;
     let tenant = migration.tenant_id;
+    let mut steps = StepTimes::new();
     gate.wait_idle(tenant, remaining(deadline))
         .await
         .map_err(|_| HoldError::Timeout("waiting for the tenant's transactions in flight"))?;
+    steps.done("wait_idle_ms");
     let checkpoint = control.get(migration.id).await?.last_source_position;
     let stop = CancellationToken::new();
     let mut unlimited = RateLimiter::new(0);
@@ -200,9 +231,11 @@ async fn hold(
     let outcome = tokio::time::timeout(remaining(deadline), final_tail)
         .await
         .map_err(|_| HoldError::Timeout("copying the last events"))??;
+    steps.done("final_tail_ms");
     let verified = tokio::time::timeout(remaining(deadline), copier.count_both())
         .await
         .map_err(|_| HoldError::Timeout("verifying the counts"))??;
+    steps.done("count_ms");
     if verified.source != verified.target {
         return Err(HoldError::Failed(ControlError::Consistency {
             migration_id: migration.id,
@@ -239,6 +272,7 @@ async fn hold(
             .map_err(|_| HoldError::Timeout("verifying the target"))??,
         ),
     };
+    steps.done("verify_ms");
     if let Some(report) = report {
         refuse_unless_passed(migration, &report)?;
         verification = json!({"counts": verification,
@@ -250,6 +284,7 @@ async fn hold(
     Ok(Held {
         copied: outcome.copied,
         verification,
+        steps: steps.into_json(),
     })
 }
 
@@ -308,6 +343,7 @@ async fn commit(
         "final_tail_events": found.copied,
         "pause_ms_before_commit": held.elapsed().as_secs_f64() * 1000.0,
         "verification": found.verification,
+        "steps": found.steps,
     });
     change.only_from = Some(vec![MigrationState::CutoverPaused]);
     let status = match control.transition(&change).await {
