@@ -59,6 +59,9 @@ pub struct BackendEntry {
     /// The unit executed a statement (a Bind or a Query), as opposed to only preparing or
     /// describing: an open batch that executed must be finished on its store.
     pub executed: bool,
+    /// Sent outside the client's deferred transaction (`Target::Unpinned`): the rest of an
+    /// open batch must not begin it either.
+    pub unpinned: bool,
 }
 
 impl BackendEntry {
@@ -74,6 +77,7 @@ impl BackendEntry {
             status_override: None,
             extra_readies: 0,
             executed: false,
+            unpinned: false,
         }
     }
 

@@ -511,7 +511,7 @@ impl Router {
         let forced = self.settle_open_tail();
         let executes = frames.iter().any(|f| f.tag == b'E');
         let target = match forced {
-            Some(store) => Ok(Target::Store(store)),
+            Some(target) => Ok(target),
             // Parse and Describe run nothing: they need no transaction (asyncpg and
             // tokio-postgres prepare before the first Bind).
             None if !executes => Ok(self.unpinned(self.keyless_target())),
@@ -566,11 +566,16 @@ impl Router {
     /// prepared or described statements (asyncpg sends Parse, Describe, Flush before its first
     /// Bind) binds nothing: evshift ends it with a Sync of its own, whose ReadyForQuery it
     /// swallows, so that the next batch may go to any store.
-    fn settle_open_tail(&mut self) -> Option<usize> {
+    fn settle_open_tail(&mut self) -> Option<Target> {
         let tail = self.pending.open_tail()?;
         let store = tail.store;
         if tail.executed {
-            return Some(store);
+            // The rest of the batch runs where its start ran, in or outside the transaction
+            // as it did: a BEGIN cannot go in between.
+            return Some(match tail.unpinned {
+                true => Target::Unpinned(store),
+                false => Target::Store(store),
+            });
         }
         tail.open = false;
         tail.extra_readies += 1;
@@ -1130,6 +1135,7 @@ impl Router {
                 entry.effects = effects;
                 entry.status_override = status_override;
                 entry.executed = !kinds.is_empty();
+                entry.unpinned = matches!(target, Target::Unpinned(_));
                 self.pending.push(Pending::Backend(entry));
             }
         }

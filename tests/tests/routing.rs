@@ -549,3 +549,64 @@ async fn copy_and_session_settings_follow_the_session_tenant_across_stores() {
         0
     );
 }
+
+/// Bind and Execute of a statement outside the deferred transaction (a new aggregate's
+/// version read) arrive before their Sync: evshift sends them at once, and the Sync that
+/// follows must end that batch where it started, without beginning the transaction in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_arriving_after_its_execute_keeps_the_batch_outside_the_transaction() {
+    use common::raw::{message, query, RawClient};
+
+    let setup = Routed::start().await;
+    let addr = setup.proxy.addr().to_string();
+    let (mut client, _) = RawClient::connect_ready(&addr, "app").await.unwrap();
+    let no_error = |messages: &[common::raw::Received]| {
+        assert!(common::raw::first_error(messages).is_none(), "{messages:?}")
+    };
+    client.send(&query(b"BEGIN")).await.unwrap();
+    no_error(&client.read_until_ready().await.unwrap());
+    let mut parse = b"v\0SELECT COALESCE(MAX(version), 0) FROM events \
+        WHERE aggregate_id = $1 AND aggregate_type = $2\0"
+        .to_vec();
+    parse.extend_from_slice(&0i16.to_be_bytes());
+    let mut batch = message(b'P', &parse);
+    batch.extend(message(b'S', &[]));
+    client.send(&batch).await.unwrap();
+    no_error(&client.read_until_ready().await.unwrap());
+
+    let aggregate = Uuid::new_v4().to_string();
+    let mut bind = b"\0v\0".to_vec();
+    bind.extend_from_slice(&0i16.to_be_bytes());
+    bind.extend_from_slice(&2i16.to_be_bytes());
+    for value in [aggregate.as_bytes(), b"Order"] {
+        bind.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        bind.extend_from_slice(value);
+    }
+    bind.extend_from_slice(&0i16.to_be_bytes());
+    let mut execute = message(b'B', &bind);
+    execute.extend(message(b'E', b"\0\0\0\0\0"));
+    client.send(&execute).await.unwrap();
+    // Give evshift the time to take the Execute on its own; there is nothing to wait for, as
+    // the store answers only at the Sync.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    client.send(&message(b'S', &[])).await.unwrap();
+    let answers = client.read_until_ready().await.unwrap();
+    no_error(&answers);
+    let tags: Vec<u8> = answers.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"2DCZ", "{answers:?}");
+
+    // The transaction goes on and commits on the tenant's store.
+    let insert = format!(
+        "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, tenant_id, \
+         version, timestamp, payload) VALUES ('{}', 'Opened', 'Order', '{aggregate}', '{}', 1, \
+         now(), '{{}}')",
+        Uuid::new_v4(),
+        setup.dedicated_tenant
+    );
+    client.send(&query(insert.as_bytes())).await.unwrap();
+    no_error(&client.read_until_ready().await.unwrap());
+    client.send(&query(b"COMMIT")).await.unwrap();
+    no_error(&client.read_until_ready().await.unwrap());
+    let dedicated = setup.direct_dedicated().await;
+    assert!(count_on(&dedicated, setup.dedicated_tenant).await > 0);
+}
