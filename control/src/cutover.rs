@@ -30,6 +30,10 @@ use crate::verification;
 /// Bound of the subscription translation inside the hold.
 const SUBSCRIPTIONS_BOUND: Duration = Duration::from_secs(2);
 
+/// Tail passes at most before the hold, and the size of a pass that ends them.
+const CATCH_UP_PASSES: usize = 4;
+const CATCH_UP_ENOUGH: u64 = 50;
+
 /// What the driver hands the cutover.
 pub(crate) struct CutoverRun<'a> {
     pub context: &'a Context,
@@ -85,6 +89,9 @@ impl CutoverRun<'_> {
             VerifyMode::Hash => Some(verify_settled(copier, migration).await?),
             _ => None,
         };
+        // The tenant kept appending during that check, which no tail pass followed: bring the
+        // checkpoint up to now first, so that the final tail under the hold has little left.
+        catch_up(control, copier, window, migration.id).await?;
         let mut start = transition(
             id,
             MigrationState::CutoverPaused,
@@ -301,6 +308,36 @@ async fn verify_settled(copier: &Copier, migration: &MigrationStatus) -> Result<
         HoldError::Timeout(step) => ControlError::Internal(step.to_string()),
     })?;
     Ok(through)
+}
+
+/// Tail passes before the hold, until one finds at most `CATCH_UP_ENOUGH` rows (or after
+/// `CATCH_UP_PASSES`): each pass is short, so the next finds only what was appended meanwhile.
+async fn catch_up(
+    control: &mut MigrationStore,
+    copier: &mut Copier,
+    window: &mut TailWindow,
+    id: i64,
+) -> Result<(), ControlError> {
+    let stop = CancellationToken::new();
+    let mut unlimited = RateLimiter::new(0);
+    let mut checkpoint = control.get(id).await?.last_source_position;
+    for _ in 0..CATCH_UP_PASSES {
+        let scope = PassScope {
+            limit: None,
+            mode: WriteMode::Idempotent,
+            window: &mut *window,
+            quiescent: false,
+        };
+        let outcome = copier
+            .pass(checkpoint, scope, control, &mut unlimited, &stop)
+            .await
+            .map_err(|failure| ControlError::Internal(failure.message().to_string()))?;
+        checkpoint = outcome.checkpoint;
+        if outcome.copied <= CATCH_UP_ENOUGH {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// `ConsistencyError` naming the first mismatches when `report` did not pass.

@@ -338,7 +338,10 @@ impl Driver {
         let options = migration.options()?;
         let mut rate = RateLimiter::new(options.rate_limit_events_per_sec);
         let started = Instant::now();
-        let span = tracing::info_span!("eventsource.migration.bulk_copy", phase = "BULK_COPY",
+        // The migration's keys on the span itself too, for trace backends that show one span
+        // without its parent.
+        let span = tracing::info_span!("eventsource.migration.bulk_copy",
+            migration_id = migration.id, tenant_id = %migration.tenant_id, phase = "BULK_COPY",
             operation = "bulk_copy", checkpoint = migration.last_source_position);
         let outcome = copier
             .pass(
@@ -497,6 +500,8 @@ impl Driver {
         }
         let span = tracing::info_span!(
             "eventsource.migration.cutover",
+            migration_id = migration.id,
+            tenant_id = %migration.tenant_id,
             phase = "CUTOVER_PAUSED",
             operation = "cutover",
             trigger

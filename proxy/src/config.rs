@@ -52,6 +52,8 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub tracing: TracingConfig,
+    #[serde(default)]
     pub migration: MigrationConfig,
 }
 
@@ -295,6 +297,96 @@ impl Default for LogConfig {
     }
 }
 
+/// `[tracing]`: export of the tracing spans to an OpenTelemetry collector (OTLP over HTTP).
+/// Needs an evshift built with the `otel` cargo feature; off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
+    /// The `service.name` resource attribute of every exported span.
+    pub service_name: String,
+    /// A `tracing` filter directive for the exported spans (the log level is separate).
+    pub level: String,
+    /// How often queued spans are sent.
+    pub export_interval_ms: u64,
+    /// How long one export request may take before it is given up (its spans are dropped).
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::default(),
+            service_name: "evshift".to_string(),
+            level: default_log_level(),
+            export_interval_ms: 5_000,
+            export_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// Whether this build of evshift can export spans at all.
+    pub const EXPORT_BUILT: bool = cfg!(feature = "otel");
+
+    fn validate(&self) -> Result<(), String> {
+        let Some(endpoint) = &self.otlp_endpoint else {
+            return Ok(());
+        };
+        if !Self::EXPORT_BUILT {
+            return Err(
+                "[tracing] otlp_endpoint is set, but this evshift was built without \
+                 span export: build it with `cargo build --release --features otel`, or remove \
+                 the key"
+                    .into(),
+            );
+        }
+        if endpoint.starts_with("https://") {
+            return Err(
+                "[tracing] otlp_endpoint: https is not supported; send the spans to a \
+                 collector on this host or network over http:// (it can forward them over TLS)"
+                    .into(),
+            );
+        }
+        let Some(rest) = endpoint.strip_prefix("http://") else {
+            return Err(format!(
+                "[tracing] otlp_endpoint {endpoint:?} is not an http:// URL"
+            ));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!(
+                "[tracing] otlp_endpoint {endpoint:?} names no host"
+            ));
+        }
+        if self.service_name.is_empty() {
+            return Err("[tracing] service_name must not be empty".into());
+        }
+        if self.export_interval_ms == 0 || self.export_timeout_ms == 0 {
+            return Err(
+                "[tracing] export_interval_ms and export_timeout_ms must be at least 1".into(),
+            );
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.level)
+            .map_err(|e| format!("[tracing] level {:?}: {e}", self.level))?;
+        Ok(())
+    }
+}
+
+/// The OTLP/HTTP encoding of exported spans.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `application/x-protobuf`, what collectors expect by default.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// `application/json`.
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -422,6 +514,7 @@ impl Config {
         self.migration.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("[log] level {:?}: {e}", self.log.level))?;
+        self.tracing.validate()?;
         Ok(())
     }
 
@@ -568,6 +661,29 @@ url = "postgres://postgres@127.0.0.1:5433/app"
             .contains("twice"));
         let scram_without_users = MINIMAL.replace("\"trust\"", "\"scram-sha-256\"");
         assert!(Config::from_toml(&scram_without_users).is_err());
+    }
+
+    #[test]
+    fn tracing_section_is_off_by_default_and_checked_when_set() {
+        let config = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(config.tracing.otlp_endpoint, None);
+        assert_eq!(config.tracing.otlp_protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(config.tracing.service_name, "evshift");
+        let with = |body: &str| Config::from_toml(&format!("{MINIMAL}\n[tracing]\n{body}\n"));
+        let error = |body: &str| with(body).unwrap_err().to_string();
+        let endpoint = "otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"";
+        if TracingConfig::EXPORT_BUILT {
+            let json = with(&format!("{endpoint}\notlp_protocol = \"http/json\"")).unwrap();
+            assert_eq!(json.tracing.otlp_protocol, OtlpProtocol::HttpJson);
+            assert!(error("otlp_endpoint = \"https://collector:4318\"").contains("https"));
+            assert!(error("otlp_endpoint = \"collector:4318\"").contains("not an http://"));
+            assert!(error(&format!("{endpoint}\nexport_interval_ms = 0")).contains("at least 1"));
+            assert!(error(&format!("{endpoint}\nlevel = \"[\"")).contains("[tracing] level"));
+        } else {
+            assert!(error(endpoint).contains("--features otel"));
+        }
+        assert!(error("otlp_protocol = \"grpc\"").contains("grpc"));
+        assert!(error("otlp_endpiont = \"http://x\"").contains("otlp_endpiont"));
     }
 
     #[test]

@@ -717,7 +717,11 @@ mod tests {
     fn a_very_long_cell_is_cut_and_the_table_still_renders() {
         let long = "x".repeat(100_000);
         let rendered = table(&["A", "B"], &[vec![long, "b".into()]]);
-        assert!(rendered.lines().nth(1).unwrap().len() < 300, "{}", rendered.len());
+        assert!(
+            rendered.lines().nth(1).unwrap().len() < 300,
+            "{}",
+            rendered.len()
+        );
         assert!(rendered.contains("..."));
     }
 

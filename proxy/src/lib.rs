@@ -14,11 +14,14 @@ pub mod ctl;
 pub mod directory;
 pub mod gate;
 pub mod log_format;
+pub mod logging;
 pub mod pending;
 pub mod relay;
 pub mod router;
 pub mod server;
 pub mod session;
+#[cfg(feature = "otel")]
+pub mod span_export;
 pub mod store;
 pub mod telemetry;
 pub mod wire;

@@ -13,12 +13,11 @@ use evshift_control::{
     ControlStore, Coordinator, CoordinatorConfig, ReconnectingControlStore, RoutingPublisher,
     StoreDirectory,
 };
-use evshift_proxy::config::{Config, ControlConfig, LogConfig, LogFormat};
+use evshift_proxy::config::{Config, ControlConfig};
 use evshift_proxy::control_socket::api::{ControlApi, ControlPlane};
 use evshift_proxy::control_socket::ControlSocket;
 use evshift_proxy::ctl::{self, CtlArgs};
 use evshift_proxy::gate::TenantGate;
-use evshift_proxy::log_format::JsonLines;
 use evshift_proxy::server::{self, Shared};
 
 /// evshift: route and live-migrate the tenants of a PostgreSQL event store.
@@ -73,7 +72,14 @@ fn serve(path: PathBuf, check_only: bool) -> ExitCode {
         println!("evshift: {} is valid", path.display());
         return ExitCode::SUCCESS;
     }
-    init_logging(&config.log);
+    // Declared before the runtime, so dropped after it: the last spans are sent outside it.
+    let _logging = match evshift_proxy::logging::init(&config) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("evshift: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.limits.worker_threads > 0 {
         builder.worker_threads(config.limits.worker_threads);
@@ -190,21 +196,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        // Span fields as JSON, so that each line can carry its spans' fields (log_format).
-        LogFormat::Json => builder
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(JsonLines)
-            .init(),
-        LogFormat::Text => builder.init(),
     }
 }
