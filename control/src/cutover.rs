@@ -33,6 +33,8 @@ const SUBSCRIPTIONS_BOUND: Duration = Duration::from_secs(2);
 /// Tail passes at most before the hold, and the size of a pass that ends them.
 const CATCH_UP_PASSES: usize = 4;
 const CATCH_UP_ENOUGH: u64 = 50;
+/// Rounds of digest and catch-up at most before the hold (level `hash`).
+const SETTLE_ROUNDS: usize = 3;
 
 /// What the driver hands the cutover.
 pub(crate) struct CutoverRun<'a> {
@@ -85,13 +87,14 @@ impl CutoverRun<'_> {
         let level = migration.options()?.verify;
         // `hash`: the rows up to the checkpoint are checked before the hold, the rest
         // under it.
+        // Before the hold, so that the hold copies and checks only the last appends.
         let verified_through = match level {
-            VerifyMode::Hash => Some(verify_settled(copier, migration).await?),
-            _ => None,
+            VerifyMode::Hash => Some(settle(control, copier, window, migration).await?),
+            _ => {
+                catch_up(control, copier, window, migration.id).await?;
+                None
+            }
         };
-        // The tenant kept appending during that check, which no tail pass followed: bring the
-        // checkpoint up to now first, so that the final tail under the hold has little left.
-        catch_up(control, copier, window, migration.id).await?;
         let mut start = transition(
             id,
             MigrationState::CutoverPaused,
@@ -295,32 +298,55 @@ async fn hold(
     })
 }
 
-/// Before the hold: the digest of the rows up to the copy's checkpoint. Returns that
-/// position. (A row that commits late below it is copied by the final tail and counted under
-/// the hold; one still missing now makes this check refuse, and the cutover is tried again.)
-async fn verify_settled(copier: &Copier, migration: &MigrationStatus) -> Result<i64, ControlError> {
-    let through = migration.last_source_position;
-    let report =
-        verification::verify_range(&copier.source, &copier.target, migration, 0, Some(through))
-            .await?;
-    refuse_unless_passed(migration, &report).map_err(|e| match e {
-        HoldError::Failed(error) => error,
-        HoldError::Timeout(step) => ControlError::Internal(step.to_string()),
-    })?;
-    Ok(through)
+/// Before the hold, at level `hash`: the digest of the rows up to the copy's checkpoint, then
+/// catch-up tail passes and the digest of what they copied, until a catch-up finds little.
+/// Returns the position verified through. (A row that commits late below it is copied by the
+/// final tail and counted under the hold; one still missing now makes this check refuse, and
+/// the cutover is tried again.)
+async fn settle(
+    control: &mut MigrationStore,
+    copier: &mut Copier,
+    window: &mut TailWindow,
+    migration: &MigrationStatus,
+) -> Result<i64, ControlError> {
+    let mut verified = 0;
+    let mut checkpoint = migration.last_source_position;
+    for _ in 0..SETTLE_ROUNDS {
+        let report = verification::verify_range(
+            &copier.source,
+            &copier.target,
+            migration,
+            verified,
+            Some(checkpoint),
+        )
+        .await?;
+        refuse_unless_passed(migration, &report).map_err(|e| match e {
+            HoldError::Failed(error) => error,
+            HoldError::Timeout(step) => ControlError::Internal(step.to_string()),
+        })?;
+        verified = checkpoint;
+        let (caught_up, copied) = catch_up(control, copier, window, migration.id).await?;
+        checkpoint = caught_up;
+        if copied <= CATCH_UP_ENOUGH {
+            break;
+        }
+    }
+    Ok(verified)
 }
 
 /// Tail passes before the hold, until one finds at most `CATCH_UP_ENOUGH` rows (or after
 /// `CATCH_UP_PASSES`): each pass is short, so the next finds only what was appended meanwhile.
+/// Returns the checkpoint after them and the rows they copied.
 async fn catch_up(
     control: &mut MigrationStore,
     copier: &mut Copier,
     window: &mut TailWindow,
     id: i64,
-) -> Result<(), ControlError> {
+) -> Result<(i64, u64), ControlError> {
     let stop = CancellationToken::new();
     let mut unlimited = RateLimiter::new(0);
     let mut checkpoint = control.get(id).await?.last_source_position;
+    let mut copied = 0;
     for _ in 0..CATCH_UP_PASSES {
         let scope = PassScope {
             limit: None,
@@ -333,11 +359,12 @@ async fn catch_up(
             .await
             .map_err(|failure| ControlError::Internal(failure.message().to_string()))?;
         checkpoint = outcome.checkpoint;
+        copied += outcome.copied;
         if outcome.copied <= CATCH_UP_ENOUGH {
             break;
         }
     }
-    Ok(())
+    Ok((checkpoint, copied))
 }
 
 /// `ConsistencyError` naming the first mismatches when `report` did not pass.
