@@ -1,8 +1,9 @@
 //! Live migration under real concurrent load through evshift (DESIGN §5 I1-I7, §7, §8):
 //! dual-write, the per-tenant hold at cutover, the cutover timeout, a target outage during
-//! DUAL_WRITE, and abort during a held cutover.
+//! DUAL_WRITE, abort during a held cutover, and only the moving tenant held (I7).
 
 mod control_support;
+mod metrics_support;
 mod migration_support;
 
 use std::collections::{HashMap, HashSet};
@@ -664,4 +665,91 @@ async fn a_subscriber_continues_on_the_target_without_missing_or_repeating_an_ev
     for event_id in before[&tenant].iter().chain(&after[&tenant]) {
         assert!(unique.contains(event_id));
     }
+}
+
+/// `evshift_held_statements` on evshift's `/metrics` (0 when absent).
+async fn held_statements(setup: &MigrationSetup) -> f64 {
+    metrics_support::scrape(metrics_support::metrics_addr(setup))
+        .await
+        .sum("evshift_held_statements", &[])
+}
+
+/// I7: while one tenant is held at its cutover, another tenant's appends go through, and the
+/// held tenant's statement waits until the gate opens, then runs on the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_moving_tenant_is_held_at_its_cutover() {
+    let setup = MigrationSetup::start_with(&live_migration(20_000), |c| c).await;
+    let [moving, other] = tenant_ids(2)[..] else {
+        unreachable!()
+    };
+    let source = setup.shared_db().await;
+    seed_events(&source, &[moving, other], 2_000, 10)
+        .await
+        .unwrap();
+    let id = setup
+        .migrate(moving, "dedicated", &["--manual-cutover"])
+        .await;
+    setup.wait_for_state(id, "DUAL_WRITE").await;
+
+    // A transaction of the moving tenant in flight keeps the hold closed until it ends.
+    let (open, open_event) = open_transaction(&setup, moving).await;
+    let cutover = {
+        let socket = setup.config.control_socket.clone();
+        let id = id.to_string();
+        tokio::spawn(
+            async move { control_support::ctl(&socket, &["--json", "cutover", &id]).await },
+        )
+    };
+    setup.wait_for_state(id, "CUTOVER_PAUSED").await;
+    let mut held_client = setup.through_proxy().await;
+    let held =
+        tokio::spawn(
+            async move { append_event(&mut held_client, moving, Uuid::new_v4(), 0).await },
+        );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while held_statements(&setup).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the moving tenant's statement was never held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The other tenant is served meanwhile, on its store.
+    let mut other_client = setup.through_proxy().await;
+    let other_aggregate = Uuid::new_v4();
+    let mut version = 0;
+    for _ in 0..20 {
+        match append_event(&mut other_client, other, other_aggregate, version).await {
+            Ok(AppendOutcome::Appended { version: v, .. }) => version = v,
+            outcome => panic!("the other tenant's append during the hold: {outcome:?}"),
+        }
+    }
+    assert!(!held.is_finished(), "the moving tenant was not held");
+    assert!(held_statements(&setup).await >= 1.0);
+    assert_eq!(setup.status(id).await["state"], "CUTOVER_PAUSED");
+
+    // The transaction in flight ends; the cutover completes and releases the held statement,
+    // which runs on the target.
+    open.batch_execute("COMMIT").await.unwrap();
+    let migrated = cutover.await.unwrap().ok_json();
+    assert_eq!(migrated["state"], "MIGRATED", "{migrated}");
+    let appended = match held.await.unwrap() {
+        Ok(AppendOutcome::Appended { event_id, .. }) => event_id,
+        outcome => panic!("the held append: {outcome:?}"),
+    };
+    let target = setup.dedicated_db().await;
+    let on_target = event_id_counts(&target, moving).await;
+    assert_eq!(
+        on_target.get(&appended),
+        Some(&1),
+        "the held append ran on the target"
+    );
+    assert_eq!(on_target.get(&open_event), Some(&1));
+    assert!(!event_id_counts(&source, moving)
+        .await
+        .contains_key(&appended));
+    assert_eq!(count_tenant(&target, other).await, 0);
+    assert_eq!(count_tenant(&source, other).await, 2_000 + 20);
+    assert_eq!(held_statements(&setup).await, 0.0);
 }
