@@ -364,7 +364,13 @@ impl Copier {
         let ((), (), mut outcome) = result?;
         outcome.stopped = pass_stop.is_cancelled();
         let read_everything = !outcome.stopped && limit.is_none_or(|n| outcome.copied < n);
-        if read_everything {
+        // Rows are read in position order: a pass cut by its limit after it passed the
+        // checkpoint read the whole window below it, and the next pass reads everything above
+        // its new checkpoint whatever the horizon. So it counts as completed, and the next
+        // window starts from its probe; otherwise every later pass would read again the rows
+        // this one copied (they are late for the old window) and never get past them.
+        let swept_past_checkpoint = !outcome.stopped && outcome.checkpoint > checkpoint;
+        if read_everything || swept_past_checkpoint {
             window.completed(probe);
         }
         Ok(outcome)

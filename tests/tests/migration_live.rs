@@ -753,3 +753,52 @@ async fn only_the_moving_tenant_is_held_at_its_cutover() {
     assert_eq!(count_tenant(&source, other).await, 2_000 + 20);
     assert_eq!(held_statements(&setup).await, 0.0);
 }
+
+/// The DUAL_WRITE tail copies at most ten batches a round: a backlog of many rounds (here
+/// written on the source directly, past evshift, so dual-write does not copy it) is copied
+/// round after round, never read again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_tail_gets_through_a_backlog_of_many_rounds() {
+    let one = OneTenant::start(5000, 500).await;
+    // Rounds of 10 batches of 10 events: 100 events.
+    let id = one.migrate_to_dual_write(&["--batch-size", "10"]).await;
+    let OneTenant {
+        setup,
+        tenant,
+        source,
+    } = one;
+    // One transaction of 1,000 events in 100 new streams.
+    source
+        .execute(
+            "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, tenant_id,
+                                 version, timestamp, payload)
+             SELECT gen_random_uuid(), md5($1::uuid::text || '/backlog/' || g.n / 10)::uuid, 'Order',
+                    'ItemAdded', $1::uuid, g.n % 10 + 1, now(), jsonb_build_object('n', g.n)
+               FROM generate_series(0, 999) AS g(n)",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    let wanted = count_tenant(&source, tenant).await;
+    assert_eq!(wanted, 1_500);
+    let target = setup.dedicated_db().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while count_tenant(&target, tenant).await < wanted {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tail did not copy the backlog: {} of {wanted} events on the target; {}",
+            count_tenant(&target, tenant).await,
+            setup.status(id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup
+        .wait_until(id, "lag 0", |s| s["lag_events"] == 0)
+        .await;
+    let migrated = setup
+        .ctl(&["--json", "cutover", &id.to_string()])
+        .await
+        .ok_json();
+    assert_eq!(migrated["state"], "MIGRATED", "{migrated}");
+    assert_source_in_target(&source, &target, tenant).await;
+}

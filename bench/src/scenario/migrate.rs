@@ -144,6 +144,8 @@ fn evshift_sections(settings: &Settings) -> String {
             "warn",
             "evshift_proxy::gate=info",
             "evshift_control::cutover=info",
+            "evshift_control::driver=info",
+            "evshift_control::coordinator=info",
             "evshift_control::migration_store=debug",
         ]
         .join(",")
@@ -234,11 +236,15 @@ pub async fn run(env: &Environment, settings: &Settings) -> Result<ScenarioOutpu
     };
     let mut cycles = Vec::new();
     for index in 0..settings.cutovers.max(1) {
-        let cycle = runner
-            .run(index)
-            .await
-            .with_context(|| format!("migration {} of {}", index + 1, settings.cutovers))?;
-        cycles.push(cycle);
+        match runner.run(index).await {
+            Ok(cycle) => cycles.push(cycle),
+            Err(error) => {
+                // The clusters and evshift go with the error: keep what evshift said.
+                print_log_tail(&setup.proxy.log());
+                return Err(error)
+                    .with_context(|| format!("migration {} of {}", index + 1, settings.cutovers));
+            }
+        }
     }
     let pools = runner.pools;
     let elapsed = started.elapsed();
@@ -277,4 +283,19 @@ pub async fn run(env: &Environment, settings: &Settings) -> Result<ScenarioOutpu
         markdown,
         figures: vec![figure],
     })
+}
+
+/// Lines of evshift's log printed when a migration fails.
+const LOG_TAIL_LINES: usize = 60;
+
+fn print_log_tail(log: &str) {
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+    eprintln!(
+        "--- the last {} lines of evshift's log ---",
+        lines.len() - start
+    );
+    for line in &lines[start..] {
+        eprintln!("{line}");
+    }
 }
