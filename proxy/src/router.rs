@@ -810,16 +810,19 @@ impl Router {
         }
     }
 
-    /// [`Router::resolve`], then a gate pass for every tenant involved. A unit that waited at
-    /// a closed gate is resolved again: the cutover may have moved its tenant meanwhile.
+    /// [`Router::resolve`], then a gate pass for every tenant involved. A unit is resolved
+    /// again when it waited at a closed gate, or when the routing table changed while it was
+    /// resolved and admitted: a whole cutover (gate closed, MIGRATED, gate open) can pass
+    /// between the two, and the unit must not go to the store the tenant has left.
     async fn resolve_admitted(
         &mut self,
         statements: &[(&StatementInfo, Option<&BindMessage<'_>>)],
     ) -> Result<Target, ErrorFields> {
         loop {
+            let table = self.shared.routing.load_full();
             let mut involved = Vec::new();
             let target = self.resolve(statements, &mut involved).await?;
-            if self.admit(&involved).await {
+            if self.admit(&involved).await && self.routing_unchanged_since(&table) {
                 return Ok(target);
             }
         }
@@ -828,12 +831,19 @@ impl Router {
     /// [`Router::keyless_target`] with a gate pass for the session tenant.
     async fn keyless_admitted(&mut self) -> Target {
         loop {
+            let table = self.shared.routing.load_full();
             let tenant: Vec<Uuid> = self.keyless_tenant().into_iter().collect();
             let target = self.keyless_target();
-            if self.admit(&tenant).await {
+            if self.admit(&tenant).await && self.routing_unchanged_since(&table) {
                 return target;
             }
         }
+    }
+
+    /// Whether `table` is still the routing table (any swap after it was loaded, even one
+    /// with the same routes, counts as a change: resolving again is cheap and rare).
+    fn routing_unchanged_since(&self, table: &Arc<evshift_control::RoutingTable>) -> bool {
+        Arc::ptr_eq(table, &self.shared.routing.load_full())
     }
 
     /// Takes a gate pass for each of `tenants` this session does not hold yet. False if one

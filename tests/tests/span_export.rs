@@ -8,8 +8,8 @@ mod migration_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use evshift_tests::{free_port, seed_events, tenant_ids, EvshiftConfig, EvshiftProcess};
-use migration_support::{config_text, MigrationSetup, TEST_MIGRATION};
+use evshift_tests::{seed_events, tenant_ids};
+use migration_support::{MigrationSetup, TEST_MIGRATION};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -183,31 +183,11 @@ fn attributes(list: &Value) -> BTreeMap<String, String> {
 
 /// evshift with span export to `collector` (every span, sent every 200 ms).
 async fn start_exporting(collector: &Collector) -> MigrationSetup {
-    let (shared, dedicated, control) = control_support::start_clusters().await;
-    let config = EvshiftConfig::new(free_port())
-        .with_store("shared", &shared.url("postgres"), true)
-        .with_store("dedicated", &dedicated.url("postgres"), false)
-        .with_control(&control.url("postgres"));
-    let mut table: toml::Table = config_text(&config, TEST_MIGRATION)
-        .parse()
-        .expect("the harness writes TOML");
-    let tracing: toml::Table = format!(
+    let tracing = format!(
         "otlp_endpoint = {:?}\notlp_protocol = \"http/json\"\nexport_interval_ms = 200\n",
         collector.endpoint()
-    )
-    .parse()
-    .unwrap();
-    table.insert("tracing".into(), toml::Value::Table(tracing));
-    let proxy = EvshiftProcess::start(&table.to_string())
-        .await
-        .expect("start evshift with span export");
-    MigrationSetup {
-        shared,
-        dedicated,
-        control,
-        proxy,
-        config,
-    }
+    );
+    MigrationSetup::start_with_sections(TEST_MIGRATION, &[("tracing", &tracing)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

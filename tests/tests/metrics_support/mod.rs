@@ -7,11 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use evshift_tests::{free_port, EvshiftConfig, EvshiftProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::control_support::start_clusters;
 use crate::migration_support::{MigrationSetup, TEST_MIGRATION};
 
 /// How long one scrape may take.
@@ -204,28 +202,8 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
 /// The migration set-up of `migration_support` (shared, dedicated, control, evshift with
 /// `[migration]` keys `migration`) with `[log] format = "json"` at `level`.
 pub async fn start_with_json_logs(migration: &str, level: &str) -> MigrationSetup {
-    let (shared, dedicated, control) = start_clusters().await;
-    let config = EvshiftConfig::new(free_port())
-        .with_store("shared", &shared.url("postgres"), true)
-        .with_store("dedicated", &dedicated.url("postgres"), false)
-        .with_control(&control.url("postgres"));
-    let mut table: toml::Table = config.to_toml().parse().expect("the harness writes TOML");
-    let migration: toml::Table = migration.parse().expect("a [migration] body");
-    table.insert("migration".into(), toml::Value::Table(migration));
-    let mut log = toml::Table::new();
-    log.insert("format".into(), "json".into());
-    log.insert("level".into(), level.into());
-    table.insert("log".into(), toml::Value::Table(log));
-    let proxy = EvshiftProcess::start(&table.to_string())
-        .await
-        .expect("start evshift");
-    MigrationSetup {
-        shared,
-        dedicated,
-        control,
-        proxy,
-        config,
-    }
+    let log = format!("format = \"json\"\nlevel = {level:?}\n");
+    MigrationSetup::start_with_sections(migration, &[("log", &log)]).await
 }
 
 /// `TEST_MIGRATION` (quick retries, short tail interval).

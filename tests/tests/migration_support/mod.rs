@@ -72,6 +72,33 @@ impl MigrationSetup {
         }
     }
 
+    /// Like `start` with `[migration]` keys `migration` and further top-level sections
+    /// (`[log]`, `[tracing]`, ...) given as `(name, TOML body)`.
+    pub async fn start_with_sections(migration: &str, sections: &[(&str, &str)]) -> MigrationSetup {
+        let (shared, dedicated, control) = start_clusters().await;
+        let config = EvshiftConfig::new(free_port())
+            .with_store("shared", &shared.url("postgres"), true)
+            .with_store("dedicated", &dedicated.url("postgres"), false)
+            .with_control(&control.url("postgres"));
+        let mut table: toml::Table = config_text(&config, migration)
+            .parse()
+            .expect("the harness writes TOML");
+        for (name, body) in sections {
+            let section: toml::Table = body.parse().expect("a TOML section body");
+            table.insert((*name).into(), toml::Value::Table(section));
+        }
+        let proxy = EvshiftProcess::start(&table.to_string())
+            .await
+            .expect("start evshift");
+        MigrationSetup {
+            shared,
+            dedicated,
+            control,
+            proxy,
+            config,
+        }
+    }
+
     /// `evshift ctl --socket SOCKET ARGS...`.
     pub async fn ctl(&self, args: &[&str]) -> CtlOutput {
         ctl(&self.config.control_socket, args).await
