@@ -53,6 +53,20 @@ impl MigrationSetup {
         migration: &str,
         adjust: impl FnOnce(EvshiftConfig) -> EvshiftConfig,
     ) -> MigrationSetup {
+        MigrationSetup::start_configured(migration, adjust, &[]).await
+    }
+
+    /// Like `start` with `[migration]` keys `migration` and further top-level sections
+    /// (`[log]`, `[tracing]`, ...) given as `(name, TOML body)`.
+    pub async fn start_with_sections(migration: &str, sections: &[(&str, &str)]) -> MigrationSetup {
+        MigrationSetup::start_configured(migration, |c| c, sections).await
+    }
+
+    async fn start_configured(
+        migration: &str,
+        adjust: impl FnOnce(EvshiftConfig) -> EvshiftConfig,
+        sections: &[(&str, &str)],
+    ) -> MigrationSetup {
         let (shared, dedicated, control) = start_clusters().await;
         let config = adjust(
             EvshiftConfig::new(free_port())
@@ -60,26 +74,6 @@ impl MigrationSetup {
                 .with_store("dedicated", &dedicated.url("postgres"), false)
                 .with_control(&control.url("postgres")),
         );
-        let proxy = EvshiftProcess::start(&config_text(&config, migration))
-            .await
-            .expect("start evshift");
-        MigrationSetup {
-            shared,
-            dedicated,
-            control,
-            proxy,
-            config,
-        }
-    }
-
-    /// Like `start` with `[migration]` keys `migration` and further top-level sections
-    /// (`[log]`, `[tracing]`, ...) given as `(name, TOML body)`.
-    pub async fn start_with_sections(migration: &str, sections: &[(&str, &str)]) -> MigrationSetup {
-        let (shared, dedicated, control) = start_clusters().await;
-        let config = EvshiftConfig::new(free_port())
-            .with_store("shared", &shared.url("postgres"), true)
-            .with_store("dedicated", &dedicated.url("postgres"), false)
-            .with_control(&control.url("postgres"));
         let mut table: toml::Table = config_text(&config, migration)
             .parse()
             .expect("the harness writes TOML");
