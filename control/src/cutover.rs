@@ -63,8 +63,13 @@ impl From<ControlError> for HoldError {
 
 impl From<Failure> for HoldError {
     fn from(failure: Failure) -> HoldError {
-        HoldError::Failed(ControlError::Internal(failure.message().to_string()))
+        HoldError::Failed(internal(failure))
     }
+}
+
+/// A copier failure as the cutover reports it.
+fn internal(failure: Failure) -> ControlError {
+    ControlError::Internal(failure.message().to_string())
 }
 
 impl CutoverRun<'_> {
@@ -85,9 +90,8 @@ impl CutoverRun<'_> {
         let tenant = migration.tenant_id;
         let timeout = context.settings.cutover_timeout;
         let level = migration.options()?.verify;
-        // `hash`: the rows up to the checkpoint are checked before the hold, the rest
-        // under it.
-        // Before the hold, so that the hold copies and checks only the last appends.
+        // Before the hold, so that the hold copies and checks only the last appends: at
+        // `hash` the rows up to the checkpoint are verified now, the rest under the hold.
         let verified_through = match level {
             VerifyMode::Hash => Some(settle(control, copier, window, migration).await?),
             _ => {
@@ -357,7 +361,7 @@ async fn catch_up(
         let outcome = copier
             .pass(checkpoint, scope, control, &mut unlimited, &stop)
             .await
-            .map_err(|failure| ControlError::Internal(failure.message().to_string()))?;
+            .map_err(internal)?;
         checkpoint = outcome.checkpoint;
         copied += outcome.copied;
         if outcome.copied <= CATCH_UP_ENOUGH {
